@@ -1,0 +1,51 @@
+"""One frozen settings object for a run: where REDCap is, where output goes, batch sizes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from imt_etl.errors import ConfigError
+
+TOKEN_ENV = "REDCAP_API_TOKEN"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs. The token is held but never printed (repr hides it)."""
+
+    redcap_url: str
+    token: str = field(repr=False)
+    out_dir: Path = Path("out")
+    study: str = "imt"
+    project_name: str = "imt"
+    batch_size: int = 50
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    timeout: float = 60.0
+    verify_tls: bool = True
+    run_time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.redcap_url.endswith("/api/"):
+            raise ConfigError(f"REDCap URL must end in '/api/' (got {self.redcap_url!r})")
+        if len(self.token) != 32 or not self.token.isalnum():
+            raise ConfigError(
+                f"the REDCap API token (from {TOKEN_ENV}) must be 32 letters or digits"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1 (got {self.batch_size})")
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+
+def token_from_env(env: dict[str, str] | None = None) -> str:
+    """The REDCap token from the environment; a clear error when it is missing."""
+    value = (env if env is not None else os.environ).get(TOKEN_ENV, "").strip()
+    if not value:
+        raise ConfigError(f"set the REDCap API token in the environment variable {TOKEN_ENV}")
+    return value

@@ -1,0 +1,86 @@
+"""One exception hierarchy for the whole package; only cli.py maps these to exit codes."""
+
+from __future__ import annotations
+
+
+class ImtEtlError(Exception):
+    """Base of every error the package raises on purpose (user-facing, no traceback needed)."""
+
+    exit_code = 1
+
+
+class ConfigError(ImtEtlError):
+    """Configuration is missing or invalid (settings file, environment, CLI options)."""
+
+    exit_code = 2
+
+
+class DictionaryError(ImtEtlError):
+    """A REDCap data dictionary is malformed; names the field and what is wrong."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"data dictionary, field {field!r}: {problem}")
+
+
+class ProjectXmlError(ImtEtlError):
+    """A REDCap project XML file cannot be read; names the file and the element."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"project XML {source}: {problem}")
+
+
+class RedcapError(ImtEtlError):
+    """REDCap (or the emulator) answered with an error or could not be reached.
+
+    The message never contains the API token: callers build it from the status and the
+    server's error text only.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
+        self.status = status
+        self.retryable = retryable
+        prefix = f"REDCap error (HTTP {status})" if status else "REDCap error"
+        super().__init__(f"{prefix}: {message}")
+
+
+class RedcapAuthError(RedcapError):
+    """The token was rejected (401/403): retrying cannot help."""
+
+
+class ValidationFailed(ImtEtlError):
+    """Validation found errors and the caller asked to stop on them."""
+
+    exit_code = 4
+
+
+class MappingError(ImtEtlError):
+    """A mapping file is invalid; names the file and the key."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, key: str, problem: str):
+        self.file = file
+        self.key = key
+        super().__init__(f"mapping {file}, key {key!r}: {problem}")
+
+
+class PublishError(ImtEtlError):
+    """A FHIR server rejected a bundle or could not be reached."""
+
+    exit_code = 5
+
+
+class LockError(ImtEtlError):
+    """Another run of the same project holds the lock."""
+
+    exit_code = 6

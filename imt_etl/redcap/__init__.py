@@ -1,0 +1,1 @@
+"""The REDCap side: client, dictionary, project XML, tidy tables and the emulator."""

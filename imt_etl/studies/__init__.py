@@ -1,0 +1,1 @@
+"""Bundled study projects."""
