@@ -1,0 +1,130 @@
+"""The `imt-etl` command line; the only place where errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from imt_etl import __version__
+from imt_etl.config import TOKEN_ENV
+from imt_etl.errors import ImtEtlError
+from imt_etl.redact import RedactingFilter
+
+log = logging.getLogger("imt_etl")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+examples:
+  imt-etl demo                               run the whole pipeline on the bundled IMT project
+  imt-etl demo --out /tmp/imt --json         same, machine-readable summary on stdout
+  {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/
+  {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/ --incremental
+  imt-etl redcap-emulator --project imt_etl/studies/imt/imt_project.xml --port 8765
+
+exit codes: 0 ok, 2 configuration or input error, 3 REDCap error, 4 validation errors,
+5 FHIR publish error, 6 another run holds the lock, 70 internal error (a bug: please report).
+The REDCap token is read only from the environment variable {TOKEN_ENV}.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imt-etl",
+        description="Move clinical-trial data from REDCap to FHIR R4 and analysis-ready parquet.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"imt-etl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the pipeline on the bundled reference project")
+    _add_output_options(demo)
+    demo.add_argument("--batch-size", type=int, default=10, help="records per API call (10)")
+
+    sync = sub.add_parser("sync", help="sync a REDCap project (token from the environment)")
+    _add_output_options(sync)
+    sync.add_argument("--url", required=True, help="REDCap API URL, ending in /api/")
+    sync.add_argument("--project-name", default="redcap", help="name used in state and summaries")
+    sync.add_argument("--incremental", action="store_true", help="only changed/deleted records")
+    sync.add_argument("--batch-size", type=int, default=50, help="records per API call (50)")
+    sync.add_argument(
+        "--insecure", action="store_true", help="allow plain HTTP to a non-loopback host"
+    )
+
+    emu = sub.add_parser("redcap-emulator", help="serve a REDCap project XML over REDCap's API")
+    emu.add_argument("--project", type=Path, help="REDCap project XML (default: bundled IMT)")
+    emu.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--token", help=f"accepted API token (default: ${TOKEN_ENV} or a demo token)")
+    emu.add_argument("--faults", default="", help="fault profile, e.g. '500=0.1,429=0.05'")
+    emu.add_argument("--allow-remote", action="store_true", help="permit a non-loopback --host")
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (out/)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter([os.environ.get(TOKEN_ENV, "")]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    try:
+        return _dispatch(args)
+    except ImtEtlError as exc:
+        print(f"imt-etl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("imt-etl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: keep the message short, the traceback goes to the log
+        log.debug("internal error", exc_info=True)
+        print(
+            f"imt-etl: internal error ({type(exc).__name__}): {_scrubbed(str(exc))}. "
+            "Re-run with -v for details and please report it.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _scrubbed(text: str) -> str:
+    from imt_etl.redact import scrub
+
+    return scrub(text, [os.environ.get(TOKEN_ENV, "")])
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from imt_etl import commands
+
+    handler = {
+        "demo": commands.demo,
+        "sync": commands.sync,
+        "redcap-emulator": commands.redcap_emulator,
+    }[args.command]
+    result = handler(args)
+    if isinstance(result, dict) and getattr(args, "json", False):
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
