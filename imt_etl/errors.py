@@ -26,6 +26,24 @@ class DictionaryError(ImtEtlError):
         super().__init__(f"data dictionary, field {field!r}: {problem}")
 
 
+class LogicError(ImtEtlError):
+    """REDCap branching logic or a calc formula cannot be parsed; names the field and position."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, text: str, position: int | None, message: str):
+        self.field = field
+        self.text = text
+        self.position = position
+        self.problem = message
+        where = f" at position {position}" if position is not None else ""
+        super().__init__(f"logic of field {field or '<unnamed>'!r}{where}: {message} in {text!r}")
+
+
+class UnsupportedLogic(LogicError):
+    """Valid REDCap logic that this package cannot evaluate or translate (e.g. needs the clock)."""
+
+
 class ProjectXmlError(ImtEtlError):
     """A REDCap project XML file cannot be read; names the file and the element."""
 
