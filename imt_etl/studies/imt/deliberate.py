@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from imt_etl.redcap.model import ProjectDefinition, RecordRow
+from imt_etl.studies.imt.numbers import num
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,6 @@ def _set(index: Index, key: RowKey, instrument: str, field: str, value: str, rul
     return DeliberateError(key[0], key[1], instrument, key[3], field, value, rule, description)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _best_mip(index: Index, record: str, rng: random.Random) -> list[DeliberateError]:
@@ -55,7 +54,7 @@ def _fev1_gt_fvc(index: Index, record: str, rng: random.Random) -> list[Delibera
     row = index[key].values
     fev1, fvc = row["fev1_l"], row["fvc_l"]
     row["fvc_l"] = fev1  # the two values were typed into each other's boxes
-    row["fev1_fvc"] = _fmt(float(fvc) / float(fev1) * 100)  # REDCap recalculates
+    row["fev1_fvc"] = num(float(fvc) / float(fev1) * 100)  # REDCap recalculates
     return [_set(index, key, "spirometry", "fev1_l", fvc, "imt.fev1_le_fvc",
                  f"FEV1 and FVC swapped: FEV1 {fvc} L > FVC {fev1} L")]
 
@@ -65,7 +64,7 @@ def _thickness_swapped(index: Index, record: str, rng: random.Random) -> list[De
     row = index[key].values
     exp, insp = row["thick_exp_mm"], row["thick_insp_mm"]
     row["thick_exp_mm"] = insp
-    row["thickening_fraction"] = _fmt((float(exp) - float(insp)) / float(insp) * 100)
+    row["thickening_fraction"] = num((float(exp) - float(insp)) / float(insp) * 100)
     return [_set(index, key, "diaphragm_ultrasound", "thick_insp_mm", exp,
                  "imt.thickness_insp_ge_exp",
                  f"end-inspiration {exp} mm < end-expiration {insp} mm (values swapped)")]

@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from imt_etl.redcap.model import ProjectDefinition, RecordRow
 from imt_etl.studies.imt.deliberate import DeliberateError, inject_errors
 from imt_etl.studies.imt.design import ASSESSMENT_EVENTS, empty_project
+from imt_etl.studies.imt.numbers import num
 from imt_etl.studies.imt.progression import LoadProgression, round_half_up, starting_load
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ class GeneratedStudy:
     project: ProjectDefinition
     errors: list[DeliberateError] = field(default_factory=list)
     deviations: list[ProtocolDeviation] = field(default_factory=list)
-
-
-def num(value: float, places: int = 1) -> str:
-    """A number as REDCap shows it: rounded, without trailing zeros ("4.0" -> "4")."""
-    text = f"{value:.{places}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
 
 
 def iso(day: date) -> str:
