@@ -1,0 +1,1 @@
+"""FHIR R4 output: builders, ids, bundle/NDJSON writers, validation and publishing."""
