@@ -1,0 +1,459 @@
+"""Flat REDCap rows -> one typed table per instrument, types taken from the data dictionary.
+
+Shape. `tidy_instruments` returns a `TidyResult` with three parts:
+- `tables[form]`: one DataFrame per instrument (every instrument, possibly empty), keyed by
+  KEY_COLUMNS = record_id (str), redcap_arm (Int64; null in classic projects),
+  redcap_event_name (str; null in classic projects), redcap_repeat_instrument (str; null unless
+  the row is a repeating-instrument instance), redcap_repeat_instance (Int64; null on
+  non-repeating rows). The key is unique per table and record_id is never null. Rows: only those
+  where the instrument has data (a non-empty value, a ticked checkbox or a non-empty
+  `<form>_complete`; the client asks REDCap to leave gray forms' status blank). Sorted by record
+  (numbers numerically), event (project order), repeat instrument, instance. Columns: the keys,
+  then each field in dictionary order, then `<form>_complete` and `<form>_complete_label`.
+- `raw[form]`: the same rows in the same order with the same key columns, holding the form's
+  export columns exactly as REDCap sent them (strings, "" when empty). Validation joins on the
+  key to quarantine a row with its original values.
+- `issues`: one TypeIssue per value that does not fit its dictionary type (rules "dict.integer",
+  "dict.number", "dict.date", "dict.datetime", "dict.choice"). Such a value is never guessed:
+  its typed cell is null and the raw value stays in `raw`.
+
+Types. text -> string ("001" stays "001"); integer validation and sliders -> Int64; number*
+validations and calc -> Float64; date_* -> date32 (pd.ArrowDtype(pa.date32()): parquet DATE; the
+API always sends dates as YYYY-MM-DD whatever the display format); datetime_* -> datetime64[ms]
+(naive, REDCap server local time); yesno/truefalse/radio/dropdown -> the code as string plus a
+`<field>_label` column; checkbox -> one boolean column per option `<field>___<code>`; notes, file,
+signature, sql, other text validations -> string; descriptive -> no column; `<form>_complete` ->
+Int64 plus label. Column descriptions (field label, choice label) are in `df.attrs["columns"]`.
+
+Missing-data codes (project setting, e.g. "UNK, Unknown | NA, Not applicable") stay distinct
+from empty: such a value leaves the typed cell null and goes to a `<field>_missing` string column.
+These columns exist only when the project defines codes; fields tagged @NOMISSING are exempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from imt_etl.errors import DictionaryError, RedcapError
+from imt_etl.redcap.dictionary import Choice, DataDictionary, Field, checkbox_column, parse_choices
+from imt_etl.redcap.model import (
+    EVENT_KEY,
+    REPEAT_INSTANCE_KEY,
+    REPEAT_INSTRUMENT_KEY,
+    ProjectDefinition,
+    RepeatingSetup,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS: tuple[str, ...] = (
+    "record_id", "redcap_arm", "redcap_event_name", "redcap_repeat_instrument",
+    "redcap_repeat_instance",
+)
+DATE_DTYPE = pd.ArrowDtype(pa.date32())
+DATETIME_DTYPE = "datetime64[ms]"
+STRING_DTYPE = pd.StringDtype()
+COMPLETE_CHOICES = (Choice("0", "Incomplete"), Choice("1", "Unverified"), Choice("2", "Complete"))
+
+_INTEGER_RE = re.compile(r"^[-+]?\d+$")
+_NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?$")
+
+
+@dataclass(frozen=True)
+class TypeIssue:
+    """A value that does not fit its dictionary type; its typed cell is null."""
+
+    record: str
+    event: str | None
+    repeat_instrument: str | None
+    repeat_instance: int | None
+    instrument: str
+    field: str
+    value: str
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProjectMeta:
+    """What tidying needs to know about a project's design (no data)."""
+
+    dictionary: DataDictionary
+    event_arms: Mapping[str, int] = field(default_factory=dict)  # unique event -> arm, in order
+    repeating: tuple[RepeatingSetup, ...] = ()
+    form_event_mapping: tuple[tuple[int, str, str], ...] = ()
+    missing_codes: tuple[Choice, ...] = ()
+    title: str = ""
+
+    @property
+    def is_longitudinal(self) -> bool:
+        return bool(self.event_arms)
+
+    @classmethod
+    def from_definition(cls, definition: ProjectDefinition) -> ProjectMeta:
+        return cls(
+            dictionary=definition.dictionary,
+            event_arms={e.unique_event_name: e.arm_num for e in definition.events},
+            repeating=tuple(definition.repeating),
+            form_event_mapping=tuple(definition.form_event_mapping),
+            missing_codes=parse_missing_codes(definition.missing_data_codes),
+            title=definition.title,
+        )
+
+    @classmethod
+    def from_api(cls, client: Any) -> ProjectMeta:
+        """From a RedcapClient's answers (metadata, project info, events, mapping, repeating)."""
+        info = client.project_info()
+        longitudinal = str(info.get("is_longitudinal", "0")) == "1"
+        events = client.events() if longitudinal else []
+        mapping = client.form_event_mapping() if longitudinal else []
+        repeats = (
+            client.repeating()
+            if str(info.get("has_repeating_instruments_or_events", "0")) == "1" else []
+        )
+        return cls(
+            dictionary=DataDictionary.from_metadata(client.metadata()),
+            event_arms={str(e["unique_event_name"]): int(e["arm_num"]) for e in events},
+            repeating=tuple(
+                RepeatingSetup(
+                    str(r.get("event_name") or ""), str(r.get("form_name") or ""),
+                    str(r.get("custom_form_label") or ""),
+                )
+                for r in repeats
+            ),
+            form_event_mapping=tuple(
+                (int(m["arm_num"]), str(m["unique_event_name"]), str(m["form"])) for m in mapping
+            ),
+            missing_codes=parse_missing_codes(str(info.get("missing_data_codes") or "")),
+            title=str(info.get("project_title") or ""),
+        )
+
+
+@dataclass
+class TidyResult:
+    tables: dict[str, pd.DataFrame]
+    raw: dict[str, pd.DataFrame]
+    issues: list[TypeIssue]
+
+
+def parse_missing_codes(text: str) -> tuple[Choice, ...]:
+    return parse_choices("missing_data_codes", text) if text.strip() else ()
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Key:
+    record: str
+    arm: int | None
+    event: str | None
+    repeat_instrument: str | None
+    repeat_instance: int | None
+    order: tuple
+
+
+def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, int]) -> _Key:
+    rid_field = meta.dictionary.record_id_field
+    record = str(row.get(rid_field) or "")
+    if not record:
+        raise RedcapError(f"a row has no value for the record id field {rid_field!r}")
+    event = str(row.get(EVENT_KEY) or "") or None
+    if meta.is_longitudinal and event not in event_order:
+        raise RedcapError(f"record {record!r}: unknown event {event!r}")
+    instrument = str(row.get(REPEAT_INSTRUMENT_KEY) or "") or None
+    instance_text = str(row.get(REPEAT_INSTANCE_KEY) or "")
+    if instance_text and not instance_text.isdigit():
+        raise RedcapError(f"record {record!r}: repeat instance {instance_text!r} is not a number")
+    instance = int(instance_text) if instance_text else None
+    natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+    order = (natural, event_order.get(event or "", -1), instrument or "", instance or 0)
+    arm = meta.event_arms.get(event) if event else None
+    return _Key(record, arm, event, instrument, instance, order)
+
+
+def _key_frame(keys: list[_Key]) -> dict[str, pd.Series]:
+    return {
+        "record_id": pd.Series([k.record for k in keys], dtype=STRING_DTYPE),
+        "redcap_arm": pd.Series([k.arm for k in keys], dtype="Int64"),
+        "redcap_event_name": pd.Series([k.event for k in keys], dtype=STRING_DTYPE),
+        "redcap_repeat_instrument": pd.Series(
+            [k.repeat_instrument for k in keys], dtype=STRING_DTYPE
+        ),
+        "redcap_repeat_instance": pd.Series([k.repeat_instance for k in keys], dtype="Int64"),
+    }
+
+
+# -- value parsing ---------------------------------------------------------------------------
+
+Parser = Callable[[str], Any]
+
+
+def _parse_integer(value: str) -> int:
+    if not _INTEGER_RE.match(value):
+        raise ValueError("not a whole number")
+    return int(value)
+
+
+def _parse_number(value: str, comma: bool = False) -> float:
+    text = value.replace(",", ".") if comma else value
+    if not _NUMBER_RE.match(text):
+        raise ValueError("not a number")
+    return float(text)
+
+
+def _parse_date(value: str) -> date:
+    if not _DATE_RE.match(value):
+        raise ValueError("not a YYYY-MM-DD date")
+    return date.fromisoformat(value)
+
+
+def _parse_datetime(value: str) -> datetime:
+    if not _DATETIME_RE.match(value):
+        raise ValueError("not a YYYY-MM-DD HH:MM[:SS] date-time")
+    return datetime.fromisoformat(value)
+
+
+def field_kind(f: Field) -> str:
+    """The typed-column kind of a field, from its type and validation only."""
+    if f.field_type in ("yesno", "truefalse", "radio", "dropdown"):
+        return "choice"
+    if f.field_type in ("checkbox", "descriptive"):
+        return f.field_type
+    if f.field_type == "calc":
+        return "number"
+    if f.field_type == "slider":
+        return "integer"
+    if f.field_type != "text":
+        return "string"
+    v = f.validation
+    if v == "integer":
+        return "integer"
+    if v.startswith("number"):
+        return "number_comma" if "comma_decimal" in v else "number"
+    if v.startswith("datetime"):
+        return "datetime"
+    if v.startswith("date"):
+        return "date"
+    return "string"
+
+
+_SCALAR: dict[str, tuple[Parser, str, Any]] = {
+    "integer": (_parse_integer, "dict.integer", "Int64"),
+    "number": (_parse_number, "dict.number", "Float64"),
+    "number_comma": (lambda v: _parse_number(v, comma=True), "dict.number", "Float64"),
+    "date": (_parse_date, "dict.date", DATE_DTYPE),
+    "datetime": (_parse_datetime, "dict.datetime", DATETIME_DTYPE),
+    "string": (str, "", STRING_DTYPE),
+}
+
+
+# -- one instrument ----------------------------------------------------------------------------
+
+
+class _FormBuilder:
+    """Builds one instrument's typed and raw tables from its rows (already sorted)."""
+
+    def __init__(self, form: str, meta: ProjectMeta, rows: list[Mapping[str, str]], keys, issues):
+        self.form, self.meta, self.rows, self.keys = form, meta, rows, keys
+        self.issues: list[TypeIssue] = issues
+        self.columns: dict[str, pd.Series] = _key_frame(keys)
+        self.raw: dict[str, pd.Series] = _key_frame(keys)
+        self.describe: dict[str, dict[str, str]] = {}
+        self.missing = {c.code for c in meta.missing_codes}
+
+    def add(self, name: str, values: list, dtype: Any, **description: str) -> None:
+        if name in self.columns:
+            raise DictionaryError(name, f"column {name!r} of instrument {self.form!r} exists twice")
+        self.columns[name] = pd.Series(values, dtype=dtype)
+        self.describe[name] = description
+
+    def add_raw(self, name: str) -> list[str]:
+        values = [str(row.get(name) or "") for row in self.rows]
+        self.raw[name] = pd.Series(values, dtype=STRING_DTYPE)
+        return values
+
+    def issue(self, index: int, fname: str, value: str, rule: str, problem: str) -> None:
+        k = self.keys[index]
+        self.issues.append(TypeIssue(
+            k.record, k.event, k.repeat_instrument, k.repeat_instance, self.form, fname, value,
+            rule, f"record {k.record!r}, field {fname!r}: {value!r} is {problem}",
+        ))
+
+    def uses_missing(self, f: Field) -> bool:
+        return bool(self.missing) and "@NOMISSING" not in f.annotation.upper()
+
+    def add_field(self, f: Field) -> None:
+        kind = field_kind(f)
+        if kind == "descriptive":
+            return
+        if kind == "checkbox":
+            self.add_checkbox(f)
+            return
+        raw = self.add_raw(f.name)
+        missing = self.uses_missing(f)
+        typed: list[Any] = []
+        codes: list[str | None] = []
+        labels: list[str | None] = []
+        for i, value in enumerate(raw):
+            code = value if missing and value in self.missing else None
+            codes.append(code)
+            if not value or code is not None:
+                typed.append(None)
+                labels.append(None)
+            elif kind == "choice":
+                label = f.choice_label(value)
+                if label is None:
+                    self.issue(i, f.name, value, "dict.choice", "not one of the field's choices")
+                typed.append(value if label is not None else None)
+                labels.append(label)
+            else:
+                typed.append(self.parse(i, f, kind, value))
+        dtype = STRING_DTYPE if kind == "choice" else _SCALAR[kind][2]
+        self.add(f.name, typed, dtype, field=f.name, label=f.label, kind=kind)
+        if kind == "choice":
+            self.add(f"{f.name}_label", labels, STRING_DTYPE, field=f.name, label=f.label,
+                     kind="choice_label")
+        if missing:
+            self.add(f"{f.name}_missing", codes, STRING_DTYPE, field=f.name, label=f.label,
+                     kind="missing_code")
+
+    def parse(self, index: int, f: Field, kind: str, value: str) -> Any:
+        parser, rule, _ = _SCALAR[kind]
+        try:
+            return parser(value)
+        except ValueError as exc:
+            self.issue(index, f.name, value, rule, f"{exc} ({f.validation or f.field_type})")
+            return None
+
+    def add_checkbox(self, f: Field) -> None:
+        missing_cols = {
+            c.code: checkbox_column(f.name, c.code) for c in self.meta.missing_codes
+        } if self.uses_missing(f) else {}
+        present = {col for row in self.rows for col in row}
+        for col in missing_cols.values():
+            if col in present:
+                self.add_raw(col)
+        missing: list[str | None] = [
+            next((code for code, col in missing_cols.items() if row.get(col) == "1"), None)
+            for row in self.rows
+        ]
+        for choice in f.choices:
+            col = checkbox_column(f.name, choice.code)
+            values: list[bool | None] = []
+            for i, value in enumerate(self.add_raw(col)):
+                if missing[i] is not None:
+                    values.append(None)
+                elif value in ("", "0", "1"):
+                    values.append(value == "1")
+                else:
+                    self.issue(i, col, value, "dict.choice", "not a checkbox value (0 or 1)")
+                    values.append(None)
+            self.add(col, values, "boolean", field=f.name, label=f.label, kind="checkbox",
+                     choice_code=choice.code, choice_label=choice.label)
+        if missing_cols:
+            self.add(f"{f.name}_missing", missing, STRING_DTYPE, field=f.name, label=f.label,
+                     kind="missing_code")
+
+    def add_complete(self) -> None:
+        name = f"{self.form}_complete"
+        codes: list[str | None] = []
+        labels: list[str | None] = []
+        for i, value in enumerate(self.add_raw(name)):
+            label = next((c.label for c in COMPLETE_CHOICES if c.code == value), None)
+            if value and label is None:
+                self.issue(i, name, value, "dict.choice", "not a form status (0, 1 or 2)")
+            codes.append(value if label else None)
+            labels.append(label)
+        self.add(name, codes, "Int64", field=name, label="Complete?", kind="complete")
+        self.add(f"{name}_label", labels, STRING_DTYPE, field=name, label="Complete?",
+                 kind="choice_label")
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        typed = pd.DataFrame(self.columns)
+        typed.attrs = {"instrument": self.form, "columns": self.describe}
+        raw = pd.DataFrame(self.raw)
+        raw.attrs = {"instrument": self.form}
+        return typed, raw
+
+
+# -- the whole project -------------------------------------------------------------------------
+
+
+def _data_columns(meta: ProjectMeta, form: str) -> tuple[list[str], list[str]]:
+    """(plain value columns, checkbox option columns) of a form, without the record id."""
+    rid = meta.dictionary.record_id_field
+    plain: list[str] = []
+    boxes: list[str] = []
+    for f in meta.dictionary.form_fields(form):
+        if f.name == rid or not f.has_data:
+            continue
+        if f.is_checkbox:
+            boxes.extend(f.export_columns)
+            boxes.extend(checkbox_column(f.name, c.code) for c in meta.missing_codes)
+        else:
+            plain.append(f.name)
+    return plain, boxes
+
+
+def _has_data(row: Mapping[str, str], form: str, plain: list[str], boxes: list[str]) -> bool:
+    if row.get(f"{form}_complete"):
+        return True
+    return any(row.get(c) for c in plain) or any(row.get(c) == "1" for c in boxes)
+
+
+def _check_unique(form: str, keys: list[_Key]) -> None:
+    seen: set[tuple] = set()
+    for k in keys:
+        ident = (k.record, k.event, k.repeat_instrument, k.repeat_instance)
+        if ident in seen:
+            raise RedcapError(
+                f"instrument {form!r}: record {k.record!r} has two rows for event {k.event!r}, "
+                f"repeat {k.repeat_instrument!r} #{k.repeat_instance}"
+            )
+        seen.add(ident)
+
+
+def _check_names(meta: ProjectMeta) -> None:
+    rid = meta.dictionary.record_id_field
+    for f in meta.dictionary.fields:
+        if f.name != rid and f.name in KEY_COLUMNS:
+            raise DictionaryError(f.name, "field name collides with a key column of the tables")
+
+
+def tidy_instruments(rows: Iterable[Mapping[str, str]], meta: ProjectMeta) -> TidyResult:
+    """Type flat REDCap rows into one table per instrument (see the module docstring)."""
+    _check_names(meta)
+    event_order = {name: i for i, name in enumerate(meta.event_arms)}
+    keyed = sorted(
+        ((_row_key(row, meta, event_order), row) for row in rows), key=lambda kr: kr[0].order
+    )
+    result = TidyResult({}, {}, [])
+    for form in meta.dictionary.forms:
+        plain, boxes = _data_columns(meta, form)
+        chosen = [
+            (k, row) for k, row in keyed
+            if k.repeat_instrument in (None, form) and _has_data(row, form, plain, boxes)
+        ]
+        keys = [k for k, _ in chosen]
+        _check_unique(form, keys)
+        builder = _FormBuilder(form, meta, [row for _, row in chosen], keys, result.issues)
+        rid = meta.dictionary.record_id_field
+        for f in meta.dictionary.form_fields(form):
+            if f.name != rid:
+                builder.add_field(f)
+        builder.add_complete()
+        result.tables[form], result.raw[form] = builder.frames()
+    if result.issues:
+        log.warning("%d value(s) do not fit their dictionary type", len(result.issues))
+    return result
