@@ -407,11 +407,9 @@ class RedcapClient:
                 lambda p: p.export_logging(log_type="record_delete", begin_time=begin),
             ),
         )
-        ids = [rid for entry in entries if (rid := deleted_record_id(entry, self._rid_or_none()))]
+        rid_field = self.record_id_field
+        ids = [rid for entry in entries if (rid := deleted_record_id(entry, rid_field))]
         return list(dict.fromkeys(ids))
-
-    def _rid_or_none(self) -> str | None:
-        return self._record_id_field
 
 
 def deleted_record_id(entry: dict, record_id_field: str | None = None) -> str | None:
