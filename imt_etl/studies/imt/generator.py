@@ -319,6 +319,10 @@ class Session:
     borg: float
 
 
+# Borg ratings are in 0.5 steps: format them once, not for every diary row.
+BORG_TEXT = {step / 2: num(step / 2) for step in range(0, 21)}
+
+
 def _borg(rng: random.Random, load: int, capacity: float, sessions_at_load: int) -> float:
     """Exertion (CR10, in 0.5 steps): higher when the load is high for the participant's current
     strength, plus a novelty effect that fades over the first sessions at a new load."""
@@ -383,11 +387,12 @@ def _deviate(kind: str, wanted: int, previous: int) -> tuple[int, str]:
 def _diary_rows(rng: random.Random, record: str, baseline: date,
                 sessions: list[Session]) -> list[RecordRow]:
     rows = []
+    dates = [iso(baseline + timedelta(d)) for d in range(TRAINING_DAYS)]
     for i, s in enumerate(sessions, 1):
         values = {
-            "diary_date": iso(baseline + timedelta(s.day)),
+            "diary_date": dates[s.day],
             "diary_breaths": "30" if rng.random() >= 0.07 else str(rng.randint(18, 29)),
-            "diary_load": str(s.load), "diary_borg": num(s.borg),
+            "diary_load": str(s.load), "diary_borg": BORG_TEXT[s.borg],
             "training_diary_complete": "2",
         }
         if rng.random() < 0.05:
