@@ -44,6 +44,7 @@ QUESTIONNAIRE = {
     "id": "q-6mwt",
     "url": "https://example.org/imt/Questionnaire/six_minute_walk",
     "status": "active",
+    "description": "Six-minute walk test",  # an element named like a schema annotation
     "item": [
         {"linkId": "mwt_stops", "text": "Did the participant stop?", "type": "choice",
          "answerOption": [{"valueCoding": {"system": "https://example.org/cs/yesno", "code": "1",
@@ -150,6 +151,9 @@ BROKEN = {
                         "not one of"),
     "broken resource inside a bundle": (transaction(changed(OBSERVATION, status="done")),
                                         "schema: Bundle.entry[0].resource.status", "done"),
+    "broken contained resource": (
+        changed(PATIENT, contained=[changed(OBSERVATION, id="c1", status="nope")]),
+        "schema: Patient.contained[0].status", "nope"),
     "entry without resourceType": (
         {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"id": "x"}}]},
         "Bundle.entry[0].resource", "resourceType"),
@@ -162,6 +166,13 @@ def test_broken_resources_are_caught(name):
     problems = validate_r4(resource)
     hits = [p for p in problems if where in p and fragment in p]
     assert hits, f"{name}: no problem mentions {where!r}/{fragment!r}: {problems}"
+
+
+def test_decimal_values_are_accepted():
+    from decimal import Decimal
+
+    quantity = {**OBSERVATION["valueQuantity"], "value": Decimal("72.5")}
+    assert validate_r4(changed(OBSERVATION, valueQuantity=quantity)) == []
 
 
 def test_problems_from_both_sources_are_reported_and_short():
