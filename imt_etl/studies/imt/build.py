@@ -41,13 +41,13 @@ def manifest_text(study: GeneratedStudy) -> str:
 
 
 def build(out_dir: Path = HERE) -> list[Path]:
-    """Write the project XML and the manifest into `out_dir`; returns the paths written."""
+    """Write the manifest and the project XML into `out_dir`; returns the paths written."""
+    study = reference_study()
+    manifest_path = write_text_atomic(Path(out_dir) / MANIFEST_NAME, manifest_text(study))
     from imt_etl.redcap.project_xml import write_project_xml
 
-    study = reference_study()
     xml_path = Path(out_dir) / XML_NAME
     write_project_xml(study.project, xml_path)
-    manifest_path = write_text_atomic(Path(out_dir) / MANIFEST_NAME, manifest_text(study))
     log.info("wrote %s and %s", xml_path, manifest_path)
     return [xml_path, manifest_path]
 
