@@ -1,0 +1,84 @@
+"""What each `imt-etl` subcommand does; cli.py parses arguments and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from imt_etl import pipeline
+from imt_etl.config import TOKEN_ENV, Settings, token_from_env
+from imt_etl.errors import ConfigError
+from imt_etl.progress import ProgressPrinter
+from imt_etl.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def demo(args: argparse.Namespace) -> dict[str, Any]:
+    from imt_etl.demo import emulated_project
+
+    with emulated_project() as (url, token):
+        settings = Settings(redcap_url=url, token=token, out_dir=args.out, study="imt",
+                            project_name="imt-demo", batch_size=args.batch_size)
+        return _run_and_report(settings, args, incremental=False, title="imt-etl demo")
+
+
+def sync(args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings(
+        redcap_url=args.url, token=token_from_env(), out_dir=args.out,
+        project_name=args.project_name, batch_size=args.batch_size, verify_tls=not args.insecure,
+    )
+    return _run_and_report(settings, args, incremental=args.incremental, title="imt-etl sync")
+
+
+def redcap_emulator(args: argparse.Namespace) -> None:
+    import os
+
+    from imt_etl.demo import DEMO_TOKEN
+    from imt_etl.redcap.emulator import run_emulator_cli
+
+    token = args.token or os.environ.get(TOKEN_ENV) or DEMO_TOKEN
+    if args.project is not None and not Path(args.project).is_file():
+        raise ConfigError(f"--project {args.project}: no such file")
+    project = args.project
+    if project is None:
+        from imt_etl.studies.imt import reference_project_path
+
+        project = reference_project_path()
+    print(f"REDCap emulator serving {project} at http://{args.host}:{args.port}/api/ "
+          "(Ctrl-C stops it)", file=sys.stderr)
+    run_emulator_cli(Path(project), args.host, args.port, token,
+                     faults=args.faults, allow_remote=args.allow_remote)
+
+
+def _run_and_report(settings: Settings, args: argparse.Namespace, *, incremental: bool,
+                    title: str) -> dict[str, Any]:
+    quiet = args.quiet or args.json
+    printer = ProgressPrinter(enabled=not quiet)
+    with printer:
+        summary = pipeline.run(settings, incremental=incremental, progress=printer.update)
+    if not quiet:
+        print_summary(summary, Path(settings.out_dir), title)
+    return summary.to_dict()
+
+
+def print_summary(summary: RunSummary, out_dir: Path, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{title}: {summary.mode} sync of {summary.project}", title_justify="left")
+    table.add_column("instrument")
+    table.add_column("rows", justify="right")
+    for form, counts in summary.instruments.items():
+        table.add_row(form, str(counts.rows_extracted))
+    console.print(table)
+    console.print(
+        f"records: {summary.records} ({summary.records_changed} exported, "
+        f"{summary.records_deleted} deleted) in {summary.batches} batches; "
+        f"{len(summary.files_written)} files written under {out_dir}/"
+    )
+    console.print(f"run summary: {out_dir / 'run-summary.json'}")

@@ -1,0 +1,173 @@
+"""The stages of a run in order, as plain functions (no dagster): extract, tidy, write.
+
+Both front ends call these: `run()` for the command line, the Dagster assets stage by stage.
+The sync state is saved right after a successful extraction, together with the raw snapshot it
+describes; every later output is rebuilt from that snapshot, so a failure downstream never loses
+data and never needs a re-export.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imt_etl.config import Settings
+from imt_etl.redcap.client import RedcapClient
+from imt_etl.redcap.extract import SyncPlan, extract_records, plan_sync
+from imt_etl.redcap.meta_store import load_meta, save_meta
+from imt_etl.redcap.snapshot import RawSnapshot
+from imt_etl.redcap.sync_state import load_state, save_state
+from imt_etl.redcap.tidy import ProjectMeta, TidyResult, tidy_instruments
+from imt_etl.summary import InstrumentCounts, RunSummary, now_iso
+from imt_etl.tables.parquet import write_frame
+
+log = logging.getLogger(__name__)
+
+# progress(stage, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+def state_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "state"
+
+
+def instruments_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "parquet" / "instruments"
+
+
+@dataclass
+class Extraction:
+    """What one extraction produced: the project's design, the plan and the merged snapshot."""
+
+    meta: ProjectMeta
+    plan: SyncPlan
+    snapshot: RawSnapshot
+    rows_exported: int
+    batches: int
+    missing_ids: list[str] = field(default_factory=list)
+
+
+def extract(
+    client: RedcapClient,
+    out_dir: Path,
+    *,
+    project: str,
+    batch_size: int,
+    incremental: bool,
+    now: datetime,
+    progress: Progress | None = None,
+) -> Extraction:
+    """Plan (full or incremental), export the planned records in batches, merge the snapshot."""
+    meta = ProjectMeta.from_api(client)
+    folder = state_dir(out_dir)
+    previous = RawSnapshot.load(folder, meta.dictionary.record_id_field) if incremental else None
+    state = load_state(folder) if previous is not None else None
+    if incremental and previous is None:
+        log.warning("no previous snapshot in %s: running a full sync", folder)
+    plan = plan_sync(client, state, now, project=project)
+    on_batch = (lambda done, total: progress("extract", done, total)) if progress else None
+    batches = extract_records(
+        client, meta.dictionary, batch_size=batch_size, record_ids=plan.record_ids,
+        progress=on_batch,
+    )
+    rows = [row for batch in batches for row in batch]
+    rid = meta.dictionary.record_id_field
+    if plan.mode == "full" or previous is None:
+        snapshot = RawSnapshot.from_rows(rid, rows)
+    else:
+        merged = previous.merged(rows, plan.record_ids, plan.deleted_ids)
+        # Records that no longer exist go even when the log no longer shows their deletion.
+        alive = set(plan.all_record_ids)
+        snapshot = RawSnapshot(rid, {k: v for k, v in merged.rows_by_record.items() if k in alive})
+    n_batches = -(-len(plan.record_ids) // batch_size)
+    return Extraction(meta, plan, snapshot, len(rows), n_batches, batches.missing_ids)
+
+
+def save_extraction(extraction: Extraction, out_dir: Path, project: str, finished_at: datetime
+                    ) -> None:
+    """Persist the snapshot and design first, then advance the sync state (the commit point)."""
+    folder = state_dir(out_dir)
+    extraction.snapshot.save(folder)
+    save_meta(extraction.meta, folder)
+    save_state(folder, extraction.plan.next_state(project, finished_at))
+
+
+def load_extraction_inputs(out_dir: Path) -> tuple[ProjectMeta, RawSnapshot]:
+    """The design and snapshot saved by the last successful extraction (for later stages)."""
+    folder = state_dir(out_dir)
+    meta = load_meta(folder)
+    if meta is None:
+        from imt_etl.errors import ConfigError
+
+        raise ConfigError(f"no extracted project in {folder}: run a sync first")
+    snapshot = RawSnapshot.load(folder, meta.dictionary.record_id_field)
+    return meta, snapshot or RawSnapshot(meta.dictionary.record_id_field, {})
+
+
+def tidy(meta: ProjectMeta, snapshot: RawSnapshot) -> TidyResult:
+    return tidy_instruments(snapshot.rows(), meta)
+
+
+def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path:
+    frame = result.tables[form]
+    return write_frame(
+        instruments_dir(out_dir) / f"{form}.parquet", frame, frame.attrs.get("columns"),
+        {"instrument": form},
+    )
+
+
+def write_instrument_tables(result: TidyResult, out_dir: Path) -> dict[str, Path]:
+    return {form: write_instrument_table(result, form, out_dir) for form in result.tables}
+
+
+def run(
+    settings: Settings,
+    *,
+    incremental: bool = False,
+    client: RedcapClient | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    """One whole run: extract, save state, tidy, write tables, write the run summary."""
+    out_dir = Path(settings.out_dir)
+    started = now or settings.run_time or datetime.now(UTC)
+    summary = RunSummary(
+        project=settings.project_name, study=settings.study,
+        mode="incremental" if incremental else "full", started_at=now_iso(),
+    )
+    client = client or RedcapClient.from_settings(settings)
+    clock = time.perf_counter()
+    extraction = extract(
+        client, out_dir, project=settings.project_name, batch_size=settings.batch_size,
+        incremental=incremental, now=started, progress=progress,
+    )
+    summary.mode = extraction.plan.mode
+    summary.durations_s["extract"] = round(time.perf_counter() - clock, 3)
+    save_extraction(extraction, out_dir, settings.project_name, datetime.now(UTC))
+
+    clock = time.perf_counter()
+    result = tidy(extraction.meta, extraction.snapshot)
+    paths = write_instrument_tables(result, out_dir)
+    summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
+
+    summary.records = len(extraction.snapshot.record_ids)
+    summary.records_changed = len(extraction.plan.record_ids)
+    summary.records_deleted = len(extraction.plan.deleted_ids)
+    summary.batches = extraction.batches
+    summary.stages["extract"] = {
+        "rows_exported": extraction.rows_exported,
+        "records_missing_during_export": extraction.missing_ids,
+        "type_issues": len(result.issues),
+    }
+    for form, frame in result.tables.items():
+        summary.instruments[form] = InstrumentCounts(rows_extracted=len(frame))
+    for path in paths.values():
+        summary.add_file(path, out_dir)
+    summary.add_file(Path(out_dir) / "run-summary.json", out_dir)
+    summary.finish()
+    summary.write(out_dir)
+    return summary

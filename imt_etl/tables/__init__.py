@@ -1,0 +1,1 @@
+"""Analysis-ready parquet tables and their codebook."""
