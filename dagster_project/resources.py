@@ -21,13 +21,23 @@ class RedcapConnection:
     batch_size: int
 
 
-class RedcapResource(dg.ConfigurableResource):
+class RedcapSource(dg.ConfigurableResource):
+    """Where REDCap data comes from; subclasses open a connection to one project."""
+
+    project_name: str = "redcap"
+    batch_size: int = 50
+
+    @contextmanager
+    def connect(self) -> Iterator[RedcapConnection]:
+        raise NotImplementedError("use RedcapResource or EmulatorRedcapResource")
+        yield  # pragma: no cover
+
+
+class RedcapResource(RedcapSource):
     """A real REDCap project. Give the token as `dg.EnvVar("REDCAP_API_TOKEN")`, never inline."""
 
     url: str
     token: str
-    project_name: str = "redcap"
-    batch_size: int = 50
     allow_insecure: bool = False
 
     @contextmanager
@@ -36,7 +46,7 @@ class RedcapResource(dg.ConfigurableResource):
         yield RedcapConnection(self.project_name, client, self.batch_size)
 
 
-class EmulatorRedcapResource(dg.ConfigurableResource):
+class EmulatorRedcapResource(RedcapSource):
     """The bundled REDCap-compatible server on loopback, serving a project XML (demo, tests)."""
 
     project_xml: str = ""  # empty: the bundled reference IMT project

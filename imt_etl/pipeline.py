@@ -171,3 +171,8 @@ def run(
     summary.finish()
     summary.write(out_dir)
     return summary
+
+
+def tidy_form(meta: ProjectMeta, snapshot: RawSnapshot, form: str) -> TidyResult:
+    """Tidy the snapshot for one instrument's asset (rows of other forms are skipped)."""
+    return tidy_instruments(snapshot.rows(), meta, forms=[form])

@@ -431,8 +431,14 @@ def _check_names(meta: ProjectMeta) -> None:
             raise DictionaryError(f.name, "field name collides with a key column of the tables")
 
 
-def tidy_instruments(rows: Iterable[Mapping[str, str]], meta: ProjectMeta) -> TidyResult:
-    """Type flat REDCap rows into one table per instrument (see the module docstring)."""
+def tidy_instruments(
+    rows: Iterable[Mapping[str, str]], meta: ProjectMeta, forms: Iterable[str] | None = None
+) -> TidyResult:
+    """Type flat REDCap rows into one table per instrument (see the module docstring).
+
+    `forms` narrows the work to some instruments (default: all of them).
+    """
+    wanted = set(meta.dictionary.forms if forms is None else forms)
     _check_names(meta)
     event_order = {name: i for i, name in enumerate(meta.event_arms)}
     keyed = sorted(
@@ -440,6 +446,8 @@ def tidy_instruments(rows: Iterable[Mapping[str, str]], meta: ProjectMeta) -> Ti
     )
     result = TidyResult({}, {}, [])
     for form in meta.dictionary.forms:
+        if form not in wanted:
+            continue
         plain, boxes = _data_columns(meta, form)
         chosen = [
             (k, row) for k, row in keyed
