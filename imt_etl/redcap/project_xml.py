@@ -126,8 +126,10 @@ def read_project_xml(source: str | Path | bytes) -> ProjectDefinition:
         for tag, key in SETTING_TAGS.items()
         if _text(gv.find(f"{_R}{tag}")).strip()
     }
-    if root.get("CreationDateTime"):
-        settings["creation_datetime"] = root.get("CreationDateTime", "")
+    created = root.get("CreationDateTime", "")
+    # The writer's stand-in stamp means "none given": leave it out so round trips are exact.
+    if created and created != DEFAULT_CREATION_DATETIME:
+        settings["creation_datetime"] = created
     # Instrument labels live in settings (the model has no slot for them); default ones are
     # left out so that a project without labels survives a write/read round trip unchanged.
     for form_def in mdv.findall(f"{_O}FormDef"):
