@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 
 import imt_etl.studies.imt as imt
-from imt_etl.redcap import project_xml
 from imt_etl.studies.imt.build import build, manifest_text, reference_study
-
-HAS_WRITER = hasattr(project_xml, "write_project_xml")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +24,6 @@ def test_manifest_round_trips(study):
     assert len(imt.reference_errors()) == 12
 
 
-@pytest.mark.skipif(not HAS_WRITER, reason="imt_etl.redcap.project_xml has no writer yet")
 def test_shipped_xml_is_up_to_date(tmp_path):
     build(tmp_path)
     fresh = (tmp_path / "imt_project.xml").read_bytes()
@@ -36,7 +32,6 @@ def test_shipped_xml_is_up_to_date(tmp_path):
     )
 
 
-@pytest.mark.skipif(not HAS_WRITER, reason="imt_etl.redcap.project_xml has no writer yet")
 def test_reference_project_loads_back(study):
     loaded = imt.load_reference_project()
     made = study.project

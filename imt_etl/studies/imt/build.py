@@ -12,7 +12,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from imt_etl.io import write_text_atomic
+from imt_etl.io import write_bytes_atomic, write_text_atomic
+from imt_etl.redcap.project_xml import write_project_xml
 from imt_etl.studies.imt.design import HERE
 from imt_etl.studies.imt.generator import GeneratedStudy, generate_study
 
@@ -44,10 +45,7 @@ def build(out_dir: Path = HERE) -> list[Path]:
     """Write the manifest and the project XML into `out_dir`; returns the paths written."""
     study = reference_study()
     manifest_path = write_text_atomic(Path(out_dir) / MANIFEST_NAME, manifest_text(study))
-    from imt_etl.redcap.project_xml import write_project_xml
-
-    xml_path = Path(out_dir) / XML_NAME
-    write_project_xml(study.project, xml_path)
+    xml_path = write_bytes_atomic(Path(out_dir) / XML_NAME, write_project_xml(study.project))
     log.info("wrote %s and %s", xml_path, manifest_path)
     return [xml_path, manifest_path]
 
