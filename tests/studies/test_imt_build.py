@@ -42,6 +42,7 @@ def test_reference_project_loads_back(study):
     assert {(r.event, r.form) for r in loaded.repeating} == {
         (r.event, r.form) for r in made.repeating}
     assert loaded.missing_data_codes == made.missing_data_codes
+    assert loaded.settings.get("form_label:sf36") == "SF-36 (RAND-36)"
     assert loaded.record_ids()[:3] == ["001", "002", "003"]
     assert len(loaded.rows) == len(made.rows)
     assert {r.key: r.values for r in loaded.rows} == {r.key: r.values for r in made.rows}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imt_etl.redcap.dictionary import DataDictionary
 from imt_etl.redcap.model import Arm, Event, ProjectDefinition, RepeatingSetup
+from imt_etl.redcap.project_xml import FORM_LABEL_PREFIX
 
 HERE = Path(__file__).resolve().parent
 DICTIONARY_PATH = HERE / "data_dictionary.csv"
@@ -74,7 +75,25 @@ def _mapping() -> tuple[tuple[int, str, str], ...]:
 
 FORM_EVENT_MAPPING = _mapping()
 MISSING_DATA_CODES = "UNK, Unknown | NASK, Not asked | NA, Not applicable"
+FORM_LABELS = {
+    "enrollment": "Enrollment",
+    "respiratory_muscle_strength": "Respiratory Muscle Strength (MIP/MEP)",
+    "spirometry": "Spirometry",
+    "diaphragm_ultrasound": "Diaphragm Ultrasound",
+    "six_minute_walk": "Six-Minute Walk Test",
+    "fatigue_severity_scale": "Fatigue Severity Scale (FSS)",
+    "sf36": "SF-36 (RAND-36)",
+    "myositis_core_set": "Myositis Core Set (IMACS)",
+    "imt_prescription": "IMT Prescription",
+    "training_diary": "Training Diary",
+    "phone_followup": "Phone Follow-up",
+    "adverse_events": "Adverse Events",
+    "study_completion": "Study Completion",
+}
 SETTINGS = {
+    # A fixed creation time keeps the shipped XML byte-identical between builds.
+    "creation_datetime": "2024-08-01T09:00:00",
+    **{f"{FORM_LABEL_PREFIX}{form}": label for form, label in FORM_LABELS.items()},
     "purpose": "2",  # research
     "purpose_other": "",
     "project_language": "English",
