@@ -1,0 +1,78 @@
+"""Deterministic FHIR ids: stable across runs, distinct across inputs, valid FHIR ids."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from imt_etl.fhir import ids
+
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def test_namespace_is_the_documented_derivation():
+    assert ids.NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "urn:imt-etl:fhir-resource-ids")
+
+
+def test_known_value_never_changes():
+    # Pinned: if this changes, every published resource would be duplicated on re-publish.
+    assert ids.patient_id("imt", "001") == str(
+        uuid.uuid5(ids.NAMESPACE, '["Patient", "imt", "001", "", "", null, ""]')
+    )
+
+
+def test_same_input_same_id_and_valid_fhir_id():
+    a = ids.observation_id("imt", "001", "baseline_arm_1", "spirometry", None, "fev1_l")
+    b = ids.observation_id("imt", "001", "baseline_arm_1", "spirometry", None, "fev1_l")
+    assert a == b
+    assert FHIR_ID.match(a)
+    assert uuid.UUID(a).version == 5
+
+
+def test_int_and_str_instance_are_the_same_instance():
+    assert ids.questionnaire_response_id("imt", "1", "e", "f", 3) == (
+        ids.questionnaire_response_id("imt", "1", "e", "f", "3")
+    )
+
+
+def test_distinct_inputs_give_distinct_ids():
+    made = {
+        ids.resource_id("Patient", "imt", "001"),
+        ids.resource_id("Encounter", "imt", "001"),  # kind matters
+        ids.resource_id("Patient", "imt", "002"),
+        ids.resource_id("Patient", "other", "001"),
+        ids.resource_id("Patient", "imt|001"),  # no separator ambiguity
+        ids.resource_id("Patient", "imt", "0", "01"),
+        ids.resource_id("Patient", "imt", "00", "1"),
+        ids.questionnaire_response_id("imt", "001", "e", "f", None),
+        ids.questionnaire_response_id("imt", "001", "e", "f", ""),
+        ids.questionnaire_response_id("imt", "001", "e", "f", "None"),
+        ids.questionnaire_response_id("imt", "001", "e", "f", 1),
+        ids.observation_id("imt", "001", "e", "f", None, "a"),
+        ids.observation_id("imt", "001", "e", "f", None, "b"),
+        ids.encounter_id("imt", "001", "e"),
+        ids.research_subject_id("imt", "001"),
+        ids.research_study_id("imt"),
+        ids.questionnaire_id("imt", "f", "1.0"),
+        ids.questionnaire_id("imt", "f", "1.1"),
+    }
+    assert len(made) == 18
+
+
+def test_many_records_no_collisions():
+    keys = [(r, e, i) for r in range(40) for e in ("a", "b", "c") for i in (None, 1, 2, 3)]
+    made = {ids.questionnaire_response_id("imt", str(r), e, "diary", i) for r, e, i in keys}
+    assert len(made) == len(keys)
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, b"x", ("a",)])
+def test_bad_parts_are_refused(bad):
+    with pytest.raises(TypeError):
+        ids.resource_id("Patient", bad)  # type: ignore[arg-type]
+
+
+def test_empty_kind_refused():
+    with pytest.raises(ValueError):
+        ids.resource_id("", "x")
