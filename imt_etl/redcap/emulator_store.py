@@ -141,10 +141,14 @@ class ProjectStore:
         # export column -> (field or None for a form status, form)
         self.column_form: dict[str, str] = {}
         self.column_field: dict[str, Field | None] = {}
+        self.checkbox_code: dict[str, str] = {}  # checkbox export column -> raw choice code
         for f in self.data_fields:
             for col in f.export_columns:
                 self.column_form[col] = f.form
                 self.column_field[col] = f
+            if f.is_checkbox:
+                for choice, col in zip(f.choices, f.export_columns, strict=True):
+                    self.checkbox_code[col] = choice.code
         for form in self.forms:
             self.column_form[f"{form}_complete"] = form
             self.column_field[f"{form}_complete"] = None
@@ -308,7 +312,7 @@ class ProjectStore:
     def _describe(self, column: str, value: str) -> str:
         field_ = self.column_field.get(column)
         if field_ is not None and field_.is_checkbox:
-            code = column.split("___", 1)[1]
+            code = self.checkbox_code[column]
             return f"{field_.name}({code}) = {'checked' if value == '1' else 'unchecked'}"
         return f"{column} = '{value}'"
 
@@ -558,7 +562,7 @@ def _label_converter(store: ProjectStore, column: str, checkbox_labels: bool
     if field_ is None:
         return lambda v: COMPLETE_LABELS.get(v, v)
     if field_.is_checkbox:
-        label = field_.choice_label(column.split("___", 1)[1]) or ""
+        label = field_.choice_label(store.checkbox_code[column]) or ""
         if checkbox_labels:
             return lambda v: label if v == "1" else ("" if v == "0" else v)
         return lambda v: {"1": "Checked", "0": "Unchecked"}.get(v, v)
@@ -574,7 +578,7 @@ def _header_label(store: ProjectStore, column: str) -> str:
         return "Complete?" if column.endswith("_complete") else column
     label = re.sub(r"<[^>]+>", "", field_.label).strip()
     if field_.is_checkbox:
-        choice = field_.choice_label(column.split("___", 1)[1]) or ""
+        choice = field_.choice_label(store.checkbox_code[column]) or ""
         return f"{label} (choice={choice})"
     return label
 
@@ -775,7 +779,7 @@ def eav_rows(store: ProjectStore, opts: ExportOptions) -> list[dict[str, str]]:
             field_ = store.column_field.get(col)
             name = field_.name if field_ is not None else col
             if field_ is not None and field_.is_checkbox:
-                value = col.split("___", 1)[1]
+                value = store.checkbox_code[col]
                 if opts.checkbox_labels or opts.labels:
                     value = field_.choice_label(value) or value
             elif opts.labels and col in store.column_field:
@@ -789,7 +793,9 @@ def export_options(store: ProjectStore, params: Params) -> ExportOptions:
     """Read and check a record export's parameters as REDCap does."""
     p = store.project
     fields = param_list(params, "fields")
-    known = {f.name for f in store.data_fields} | {f"{form}_complete" for form in store.forms}
+    # Every dictionary field is a valid name, descriptive ones included: PyCap sends them all
+    # (it fills fields[] from the metadata) and REDCap simply exports no column for them.
+    known = {f.name for f in p.dictionary.fields} | {f"{form}_complete" for form in store.forms}
     bad = [f for f in fields if f not in known]
     if bad:
         raise ApiError('The following values in the parameter "fields" are not valid: '
@@ -1126,6 +1132,7 @@ def export_log(store: ProjectStore, params: Params) -> ApiResponse:
         and (end is None or e.time <= end)
     ]
     # REDCap lists the newest first.
+    entries.reverse()  # ties keep "latest written first"
     entries.sort(key=lambda e: e.time, reverse=True)
     return render([e.to_api() for e in entries], fmt)
 
@@ -1155,7 +1162,7 @@ def export_field_names(store: ProjectStore, params: Params) -> ApiResponse:
     for form in store.forms:
         for f in store.project.dictionary.form_fields(form):
             for col in f.export_columns:
-                code = col.split("___", 1)[1] if f.is_checkbox else ""
+                code = store.checkbox_code.get(col, "")
                 rows.append({"original_field_name": f.name, "choice_value": code,
                              "export_field_name": col})
         status = f"{form}_complete"
