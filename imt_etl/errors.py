@@ -102,3 +102,15 @@ class LockError(ImtEtlError):
     """Another run of the same project holds the lock."""
 
     exit_code = 6
+
+
+class FhirBuildError(ImtEtlError):
+    """A value cannot become a FHIR element (e.g. not of its field type); names record and field."""
+
+    exit_code = 4
+
+    def __init__(self, record: str, field: str, problem: str):
+        self.record = record
+        self.field = field
+        self.problem = problem
+        super().__init__(f"FHIR build, record {record!r}, field {field!r}: {problem}")
