@@ -732,8 +732,11 @@ def flat_rows(store: ProjectStore, opts: ExportOptions) -> tuple[list[str], Iter
     def rows() -> Iterator[list[str]]:
         for row in store.iter_rows(select_records(store, opts), opts.events):
             tpl = _template(store, plan, row, opts.blank_gray, cache)
-            if filtered and not tpl.index and plan.data_columns:
-                continue  # none of the asked-for forms belong to this row
+            # A row none of whose asked-for forms belong to it is left out, except that the
+            # record id keeps every row that is not a repeating instance of another form.
+            if filtered and not tpl.index and plan.data_columns and not (
+                    plan.record_id_shown and not row.repeat_instrument):
+                continue
             if keep is not None and not keep(row):
                 continue
             out = tpl.defaults.copy()

@@ -1,4 +1,4 @@
-"""Hand-built REDCap projects for the emulator tests: classic+repeating and longitudinal multi-arm."""
+"""Hand-built REDCap projects for the emulator tests: classic+repeating, longitudinal 2-arm."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def _dictionary() -> DataDictionary:
         _meta("mip", "visit", "text", "MIP", validation="number"),
         _meta("consented", "visit", "yesno", "Consented"),
         _meta("ae_term", "adverse_event", "text", "AE term"),
-        _meta("ae_grade", "adverse_event", "dropdown", "Grade", "1, Mild | 2, Moderate | 3, Severe"),
+        _meta("ae_grade", "adverse_event", "dropdown", "Grade",
+              "1, Mild | 2, Moderate | 3, Severe"),
     ])
 
 
@@ -52,7 +53,8 @@ def classic_project() -> ProjectDefinition:
         dictionary=_dictionary(),
         repeating=[RepeatingSetup("", "adverse_event", "")],
         missing_data_codes="UNK, Unknown | NA, Not applicable",
-        data_access_groups=[DataAccessGroup("site_a", "Site A"), DataAccessGroup("site_b", "Site B")],
+        data_access_groups=[DataAccessGroup("site_a", "Site A"),
+                            DataAccessGroup("site_b", "Site B")],
         record_dags={"2": "site_a", "10": "site_b"},
         rows=[
             RecordRow("10", values={"study_id": "10", "age": "51", "enrolment_complete": "2",

@@ -65,7 +65,9 @@ def test_filters_records_fields_forms(classic):
     assert rows == [{"study_id": "10", "redcap_repeat_instrument": "",
                      "redcap_repeat_instance": "", "age": "51"}]
     rows = classic.export_records(forms=["adverse_event"])
-    assert [r["redcap_repeat_instance"] for r in rows] == ["1", "2"]
+    # With the record id asked for, every record's own row stays (blank for these forms).
+    assert [(r["study_id"], r["redcap_repeat_instance"], r["ae_term"]) for r in rows] == \
+        [("2", "", ""), ("2", "1", "rash"), ("2", "2", "cough, dry"), ("10", "", "")]
     assert set(rows[0]) == {"study_id", "redcap_repeat_instrument", "redcap_repeat_instance",
                             "ae_term", "ae_grade", "adverse_event_complete"}
 
