@@ -132,7 +132,7 @@ class Derivation:
         return tuple(f for i in self.inputs for f in i.fields)
 
     def compute(self, values: Mapping[str, Any]) -> Any:
-        """Call the score function on one record's values (field name -> value)."""
+        """Call the score function on one record's typed values (field -> number or code)."""
         func: Callable[..., Any] = getattr(scores, self.function)
         result = func(**{i.parameter: i.resolve(values) for i in self.inputs})
         return result[self.output] if self.output is not None else result
