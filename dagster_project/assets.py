@@ -1,7 +1,7 @@
 """Assets: one extraction of the project, then one table asset per instrument (a factory)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Dagster resolves config and resource types
+# from the runtime annotations of asset functions.
 import time
 from datetime import UTC, datetime
 

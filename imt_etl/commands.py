@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imt_etl import pipeline
-from imt_etl.config import TOKEN_ENV, Settings, token_from_env
+from imt_etl.config import Settings, token_from_env
 from imt_etl.errors import ConfigError
 from imt_etl.progress import ProgressPrinter
 from imt_etl.summary import RunSummary
@@ -35,12 +35,9 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def redcap_emulator(args: argparse.Namespace) -> None:
-    import os
+    from imt_etl.redcap.emulator import cli_token, run_emulator_cli
 
-    from imt_etl.demo import DEMO_TOKEN
-    from imt_etl.redcap.emulator import run_emulator_cli
-
-    token = args.token or os.environ.get(TOKEN_ENV) or DEMO_TOKEN
+    token = cli_token(args.token)
     if args.project is not None and not Path(args.project).is_file():
         raise ConfigError(f"--project {args.project}: no such file")
     project = args.project

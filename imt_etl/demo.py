@@ -6,11 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from imt_etl.redcap.emulator import RedcapEmulator
+from imt_etl.redcap.emulator import DEMO_TOKEN, RedcapEmulator
 from imt_etl.redcap.project_xml import read_project_xml
-
-# Not a secret: the emulator accepts it only on loopback, for the bundled synthetic data.
-DEMO_TOKEN = "DE300000000000000000000000000001"
 
 
 @contextmanager

@@ -19,6 +19,8 @@ def frame_to_table(frame: pd.DataFrame, descriptions: dict[str, dict[str, str]] 
     fields = []
     for arrow_field in table.schema:
         notes = {k: str(v) for k, v in descriptions.get(arrow_field.name, {}).items() if v}
+        if "label" in notes:  # `description` is the key readers (DuckDB, R arrow) show
+            notes.setdefault("description", notes["label"])
         fields.append(arrow_field.with_metadata(notes) if notes else arrow_field)
     schema = pa.schema(fields, metadata=table.schema.metadata)
     if table_meta:
