@@ -11,9 +11,10 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -27,7 +28,7 @@ from imt_etl.fhir.terminology import (
     snomed_problem,
     ucum_problem,
 )
-from imt_etl.redcap.dictionary import DataDictionary
+from imt_etl.redcap.dictionary import DataDictionary, Field
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +386,6 @@ def _check_url(ctx: _Ctx, url: str) -> None:
 
 
 def _check_timezone(ctx: _Ctx, name: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -627,8 +626,6 @@ class _InstrumentReader:
 
 
 def _replace(measure: Measure, **changes: Any) -> Measure:
-    from dataclasses import replace
-
     return replace(measure, **changes)
 
 
@@ -821,7 +818,7 @@ def validate_against_dictionary(mapping: StudyMapping, dictionary: DataDictionar
             _check_inputs(where.at("inputs"), m.derived, dictionary)
 
 
-def _lookup(ctx: _Ctx, name: str, dictionary: DataDictionary):
+def _lookup(ctx: _Ctx, name: str, dictionary: DataDictionary) -> Field:
     if not dictionary.has_field(name):
         raise ctx.error(f"field {name!r} is not in the data dictionary")
     return dictionary.field(name)
@@ -842,7 +839,7 @@ def _check_field(where: _Ctx, m: Measure, dictionary: DataDictionary) -> None:
         _check_choices(where.at("value_map"), f, [code for code, _ in m.value_map])
 
 
-def _check_value_type(ctx: _Ctx, m: Measure, f) -> None:
+def _check_value_type(ctx: _Ctx, m: Measure, f: Field) -> None:
     numeric = (
         f.field_type in ("calc", "slider")
         or (f.field_type == "text" and bool(_NUMERIC_VALIDATIONS.match(f.validation)))
@@ -860,7 +857,7 @@ def _check_value_type(ctx: _Ctx, m: Measure, f) -> None:
                         f"({f.field_type}{', ' + f.validation if f.validation else ''})")
 
 
-def _check_choices(ctx: _Ctx, f, codes: Sequence[str]) -> None:
+def _check_choices(ctx: _Ctx, f: Field, codes: Sequence[str]) -> None:
     choices = [c.code for c in f.choices]
     unknown = [c for c in codes if c not in choices]
     if unknown:
