@@ -393,6 +393,8 @@ class RedcapClient:
                     forms=forms,
                     raw_or_label="raw",
                     export_blank_for_gray_form_status=True,
+                    # REDCap adds the column only when the project has groups.
+                    export_data_access_groups=True,
                 ),
             ),
         )

@@ -45,6 +45,7 @@ import pyarrow as pa
 from imt_etl.errors import DictionaryError, RedcapError
 from imt_etl.redcap.dictionary import Choice, DataDictionary, Field, checkbox_column, parse_choices
 from imt_etl.redcap.model import (
+    DAG_KEY,
     EVENT_KEY,
     REPEAT_INSTANCE_KEY,
     REPEAT_INSTRUMENT_KEY,
@@ -278,6 +279,12 @@ class _FormBuilder:
         self.columns[name] = pd.Series(values, dtype=dtype)
         self.describe[name] = description
 
+    def add_dag(self, groups: list[str | None]) -> None:
+        """The record's data access group, right after the key columns (multi-site projects)."""
+        self.columns[DAG_KEY] = pd.Series(groups, dtype=STRING_DTYPE)
+        self.raw[DAG_KEY] = pd.Series([g or "" for g in groups], dtype=STRING_DTYPE)
+        self.describe[DAG_KEY] = {"label": "REDCap data access group", "kind": "key"}
+
     def add_raw(self, name: str) -> list[str]:
         values = [str(row.get(name) or "") for row in self.rows]
         self.raw[name] = pd.Series(values, dtype=STRING_DTYPE)
@@ -412,6 +419,21 @@ def _has_data(row: Mapping[str, str], form: str, plain: list[str], boxes: list[s
     return any(row.get(c) for c in plain) or any(row.get(c) == "1" for c in boxes)
 
 
+def _record_dags(keyed: list[tuple[_Key, Mapping[str, str]]]) -> dict[str, str | None] | None:
+    """record id -> data access group, or None when the export carried no DAG column.
+
+    REDCap may fill the group on only some of a record's rows, so the first non-empty one wins.
+    """
+    dags: dict[str, str | None] | None = None
+    for key, row in keyed:
+        if DAG_KEY not in row:
+            continue
+        dags = {} if dags is None else dags
+        if not dags.get(key.record):
+            dags[key.record] = str(row[DAG_KEY] or "") or None
+    return dags
+
+
 def _check_unique(form: str, keys: list[_Key]) -> None:
     seen: set[tuple] = set()
     for k in keys:
@@ -444,6 +466,7 @@ def tidy_instruments(
     keyed = sorted(
         ((_row_key(row, meta, event_order), row) for row in rows), key=lambda kr: kr[0].order
     )
+    dags = _record_dags(keyed)
     result = TidyResult({}, {}, [])
     for form in meta.dictionary.forms:
         if form not in wanted:
@@ -456,6 +479,8 @@ def tidy_instruments(
         keys = [k for k, _ in chosen]
         _check_unique(form, keys)
         builder = _FormBuilder(form, meta, [row for _, row in chosen], keys, result.issues)
+        if dags is not None:
+            builder.add_dag([dags.get(k.record) for k in keys])
         rid = meta.dictionary.record_id_field
         for f in meta.dictionary.form_fields(form):
             if f.name != rid:

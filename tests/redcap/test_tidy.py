@@ -205,3 +205,26 @@ def test_from_api_builds_the_same_meta():
     assert got.form_event_mapping == ((1, "baseline_arm_1", "demo"),)
     assert [c.code for c in got.missing_codes] == ["UNK"]
     assert got.dictionary == DICT and got.is_longitudinal
+
+
+def test_data_access_groups_become_a_column_of_every_table():
+    from pathlib import Path
+
+    from imt_etl.redcap.client import RedcapClient
+    from imt_etl.redcap.emulator import RedcapEmulator, new_token
+    from imt_etl.redcap.extract import extract_records
+
+    xml = Path(__file__).parents[1] / "data" / "redcap_xml" / "redcapr_dag.xml"
+    token = new_token()
+    with RedcapEmulator(xml, token=token) as emulator:
+        client = RedcapClient(emulator.url, token)
+        meta = ProjectMeta.from_api(client)
+        rows = [r for batch in extract_records(client, meta.dictionary, batch_size=2)
+                for r in batch]
+        expected = {rid: emulator.store.dag_of(rid) or None for rid in emulator.store.record_ids()}
+    result = tidy_instruments(rows, meta)
+    for frame in result.tables.values():
+        assert "redcap_data_access_group" in frame.columns
+        for rid, group in zip(frame["record_id"], frame["redcap_data_access_group"], strict=True):
+            assert (None if pd.isna(group) else group) == expected[rid]
+    assert any(expected.values())
