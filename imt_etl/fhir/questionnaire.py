@@ -7,7 +7,8 @@ Decisions (documented here because consumers depend on them):
 - The record id field is left out: it is the QuestionnaireResponse's subject, not an answer.
 - Coded answers: radio/dropdown/checkbox use `{canonical_base}/CodeSystem/<field>` with the
   REDCap codes; yesno and truefalse share `{canonical_base}/CodeSystem/redcap-yesno` and
-  `.../redcap-truefalse` (codes "1"/"0"). truefalse is a choice, not a boolean, so values round-trip.
+  `.../redcap-truefalse` (codes "1"/"0"). truefalse is a choice, not a boolean, so values
+  round-trip.
   A checkbox is ONE repeating choice item.
 - Every data item carries the extension `{canonical_base}/StructureDefinition/redcap-field` with
   sub-extensions `fieldType` and `validation` (what the inverse mapping needs), `identifier`
@@ -156,7 +157,8 @@ def entry_format(f: Field) -> str | None:
 
 
 def has_tag(f: Field, tag: str) -> bool:
-    return re.search(rf"(?<![A-Za-z0-9_-]){re.escape(tag)}(?![A-Za-z0-9_-])", f.annotation) is not None
+    pattern = rf"(?<![A-Za-z0-9_-]){re.escape(tag)}(?![A-Za-z0-9_-])"
+    return re.search(pattern, f.annotation) is not None
 
 
 # --- the builder --------------------------------------------------------------------------------
@@ -518,7 +520,7 @@ def _calculated(f: Field, extensions: list[dict[str, Any]], ctx: _Ctx) -> None:
 
 
 def to_fhirpath(expr: Expr, link_ids: set[str]) -> str:
-    """FHIRPath for simple REDCap arithmetic (+ - * / ^, round, abs, sqrt) over this form's fields."""
+    """FHIRPath for simple REDCap arithmetic (+ - * / ^, round, abs, sqrt) of this form's fields."""
     match expr:
         case Literal(value=v) if isinstance(v, int | float) and not isinstance(v, bool):
             return repr(v)

@@ -1,0 +1,369 @@
+"""FHIR R4 QuestionnaireResponse from one raw REDCap row, and the inverse (answers -> REDCap).
+
+Decisions:
+- Answers are typed like their Questionnaire item: valueCoding (choices; a checkbox gives one
+  answer per ticked option), valueInteger, valueDecimal (a JSON number: "2.60" becomes 2.6, so
+  the inverse gives "2.6"; numbers round-trip by value, fixed-dp validations by text),
+  valueDate, valueDateTime (REDCap's naive server time put in `timezone`, e.g. Europe/Warsaw:
+  FHIR needs an offset), valueTime (seconds added), valueString, valueAttachment (title = file
+  name). Empty values are omitted; a group with no answered item is omitted.
+- Missing-data codes (the project's `missing_data_codes`, e.g. UNK) become an answer valueCoding:
+  in HL7 v3 NullFlavor (http://terminology.hl7.org/CodeSystem/v3-NullFlavor) when the REDCap code
+  is a NullFlavor code (UNK, NASK, NA, ASKU, NI, ...; REDCap's defaults mostly are), otherwise in
+  `{canonical_base}/CodeSystem/redcap-missing-data-codes`. The code is kept verbatim, so the
+  inverse gives the REDCap value back. Fields tagged @NOMISSING never read a value as a code.
+- Items disabled by their enableWhen (evaluated on this response's answers, FHIR semantics:
+  `!=` means "no answer equals") are omitted, as R4 requires; dropping a non-empty value is
+  logged as a warning.
+- A value that does not fit its field type (e.g. "8O" in an integer field, a code that is not a
+  choice) raises FhirBuildError: validation quarantines such rows before FHIR is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from imt_etl.errors import FhirBuildError
+from imt_etl.fhir.questionnaire import REDCAP_FIELD_EXT, choice_system, has_tag, item_type
+from imt_etl.redcap.dictionary import Choice, DataDictionary, Field, checkbox_column
+
+logger = logging.getLogger(__name__)
+
+NULL_FLAVOR = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
+NULL_FLAVOR_CODES = frozenset({
+    "NI", "INV", "DER", "OTH", "NINF", "PINF", "UNC", "MSK", "NA", "UNK", "ASKU", "NAV", "NASK",
+    "NAVU", "QS", "TRC", "NP",
+})
+MISSING_CODES_CS = "CodeSystem/redcap-missing-data-codes"  # appended to the canonical base
+
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_TZ = re.compile(r"T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
+_DP = re.compile(r"^number_(\d)dp")
+
+
+def canonical_base_of(questionnaire: Mapping[str, Any]) -> str:
+    url = str(questionnaire.get("url", ""))
+    base, sep, _ = url.rpartition("/Questionnaire/")
+    if not sep:
+        raise ValueError(f"Questionnaire url {url!r} is not <base>/Questionnaire/<form>")
+    return base
+
+
+def missing_code_system(canonical_base: str, code: str) -> str:
+    return NULL_FLAVOR if code in NULL_FLAVOR_CODES else f"{canonical_base}/{MISSING_CODES_CS}"
+
+
+def is_missing_code_system(system: str) -> bool:
+    return system == NULL_FLAVOR or system.endswith(f"/{MISSING_CODES_CS}")
+
+
+# --- REDCap value -> answers ----------------------------------------------------------------
+
+
+class _Reader:
+    """Turns one field's raw value(s) into typed answers, raising FhirBuildError on a misfit."""
+
+    def __init__(self, base: str, missing: Sequence[Choice], tz: ZoneInfo, record: str):
+        self.base, self.missing, self.tz, self.record = base, missing, tz, record
+
+    def answers(self, f: Field, row: Mapping[str, str]) -> list[dict[str, Any]]:
+        missing = () if has_tag(f, "@NOMISSING") else self.missing
+        if f.is_checkbox:
+            ticked = [c for c in f.choices if _value(row, checkbox_column(f.name, c.code)) == "1"]
+            out = [{"valueCoding": self._coding(f, c)} for c in ticked]
+            flagged = [m for m in missing if _value(row, checkbox_column(f.name, m.code)) == "1"]
+            return out + [{"valueCoding": self._missing(m)} for m in flagged]
+        raw = _value(row, f.name)
+        if raw == "":
+            return []
+        code = next((m for m in missing if m.code == raw), None)
+        if code is not None:
+            return [{"valueCoding": self._missing(code)}]
+        return [self._typed(f, raw)]
+
+    def _missing(self, code: Choice) -> dict[str, str]:
+        return {"system": missing_code_system(self.base, code.code), "code": code.code,
+                "display": code.label or code.code}
+
+    def _coding(self, f: Field, choice: Choice) -> dict[str, str]:
+        return {"system": choice_system(self.base, f), "code": choice.code,
+                "display": choice.label or choice.code}
+
+    def _fail(self, f: Field, raw: str, what: str) -> FhirBuildError:
+        return FhirBuildError(self.record, f.name, f"value {raw!r} is not {what}")
+
+    def _typed(self, f: Field, raw: str) -> dict[str, Any]:
+        kind = item_type(f)
+        if kind == "choice":
+            choice = next((c for c in f.choices if c.code == raw), None)
+            if choice is None:
+                raise self._fail(f, raw, f"one of the codes {[c.code for c in f.choices]}")
+            return {"valueCoding": self._coding(f, choice)}
+        if kind == "integer":
+            if not _INTEGER.match(raw.strip()):
+                raise self._fail(f, raw, "an integer")
+            return {"valueInteger": int(raw)}
+        if kind == "decimal":
+            return {"valueDecimal": self._decimal(f, raw)}
+        if kind == "date":
+            try:
+                return {"valueDate": date.fromisoformat(raw.strip()).isoformat()}
+            except ValueError:
+                raise self._fail(f, raw, "a YYYY-MM-DD date") from None
+        if kind == "dateTime":
+            return {"valueDateTime": self._datetime(f, raw)}
+        if kind == "time":
+            try:
+                return {"valueTime": time.fromisoformat(raw.strip()).strftime("%H:%M:%S")}
+            except ValueError:
+                raise self._fail(f, raw, "a HH:MM time") from None
+        if kind == "attachment":
+            return {"valueAttachment": {"title": raw}}
+        return {"valueString": raw}
+
+    def _decimal(self, f: Field, raw: str) -> int | float:
+        text = raw.strip()
+        if "comma_decimal" in f.validation:
+            text = text.replace(",", ".")
+        if not _NUMBER.match(text):
+            raise self._fail(f, raw, "a number")
+        if _INTEGER.match(text):
+            return int(text)
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise self._fail(f, raw, "a finite number")
+        return value
+
+    def _datetime(self, f: Field, raw: str) -> str:
+        try:
+            local = datetime.fromisoformat(raw.strip().replace(" ", "T"))
+        except ValueError:
+            raise self._fail(f, raw, "a YYYY-MM-DD HH:MM date and time") from None
+        if local.tzinfo is not None:
+            raise self._fail(f, raw, "a REDCap (timezone-free) date and time")
+        return local.replace(tzinfo=self.tz).isoformat(timespec="seconds")
+
+
+def _value(row: Mapping[str, str], key: str) -> str:
+    value = row.get(key)
+    return "" if value is None else str(value).strip()
+
+
+# --- enableWhen evaluation ------------------------------------------------------------------
+
+
+def _walk(items: Sequence[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    for item in items:
+        yield item
+        yield from _walk(item.get("item", []))
+
+
+def _answer_value(answer: Mapping[str, Any]) -> tuple[str, Any]:
+    for key, value in answer.items():
+        if key.startswith("value") or key.startswith("answer"):
+            kind = key.removeprefix("value").removeprefix("answer")
+            if kind == "Coding":
+                return kind, (value.get("system"), value.get("code"))
+            return kind, value
+    return "", None
+
+
+def _matches(op: str, answers: list[dict[str, Any]], condition: Mapping[str, Any]) -> bool:
+    if op == "exists":
+        return bool(answers) == bool(condition.get("answerBoolean"))
+    kind, wanted = _answer_value(condition)
+    values = [v for k, v in map(_answer_value, answers) if k == kind or _numeric(k, kind)]
+    if op == "=":
+        return any(v == wanted for v in values)
+    if op == "!=":
+        return all(v != wanted for v in values)  # REDCap: a blank field is "<> '1'"
+    checks = {"<": lambda a: a < wanted, "<=": lambda a: a <= wanted,
+              ">": lambda a: a > wanted, ">=": lambda a: a >= wanted}
+    try:
+        return any(checks[op](v) for v in values)
+    except TypeError:
+        return False
+
+
+def _numeric(a: str, b: str) -> bool:
+    return {a, b} <= {"Integer", "Decimal"}
+
+
+def _enabled(
+    questionnaire: Mapping[str, Any], answers: dict[str, list[dict[str, Any]]]
+) -> set[str]:
+    """linkIds whose enableWhen holds; a disabled item's answers count as absent (fixpoint)."""
+    items = list(_walk(questionnaire.get("item", [])))
+    enabled = {i["linkId"] for i in items}
+    for _ in range(len(items) + 1):
+        visible = {k: (v if k in enabled else []) for k, v in answers.items()}
+        now = {i["linkId"] for i in items if _holds(i, visible)}
+        if now == enabled:
+            return enabled
+        enabled = now
+    return enabled
+
+
+def _holds(item: Mapping[str, Any], answers: Mapping[str, list[dict[str, Any]]]) -> bool:
+    conditions = item.get("enableWhen") or []
+    if not conditions:
+        return True
+    results = [_matches(c["operator"], list(answers.get(c["question"], [])), c)
+               for c in conditions]
+    return any(results) if item.get("enableBehavior") == "any" else all(results)
+
+
+# --- the builder ----------------------------------------------------------------------------
+
+
+def build_questionnaire_response(
+    questionnaire: Mapping[str, Any],
+    raw_row: Mapping[str, str],
+    dictionary: DataDictionary,
+    form: str,
+    *,
+    subject_ref: str,
+    authored: str,
+    id: str,
+    encounter_ref: str | None = None,
+    status: str | None = None,
+    missing_codes: Sequence[Choice] = (),
+    timezone: str = "UTC",
+    record: str | None = None,
+) -> dict[str, Any]:
+    """The QuestionnaireResponse of one (record, event, instance, form) raw export row.
+
+    `raw_row` holds REDCap strings (checkboxes as `field___code` = "1"); `authored` is a FHIR
+    dateTime with a timezone; `status` defaults to completed when `<form>_complete` is 2, else
+    in-progress; `missing_codes` are the project's missing-data codes; `timezone` (IANA) is the
+    REDCap server's, applied to datetime values; `record` names the record in errors (default:
+    the row's record id field).
+    """
+    record = record or _value(raw_row, dictionary.record_id_field) or id
+    if not _TZ.search(authored):
+        raise FhirBuildError(record, f"{form}_complete", f"authored {authored!r} has no timezone")
+    base = canonical_base_of(questionnaire)
+    reader = _Reader(base, missing_codes, ZoneInfo(timezone), record)
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for item in _walk(questionnaire.get("item", [])):
+        link = item["linkId"]
+        if item["type"] not in ("group", "display") and dictionary.has_field(link):
+            answers[link] = reader.answers(dictionary.field(link), raw_row)
+    enabled = _enabled(questionnaire, answers)
+    for link in sorted(k for k, v in answers.items() if v and k not in enabled):
+        logger.warning("record %s, form %s: %s has a value but its enableWhen hides it; omitted",
+                       record, form, link)
+    resource: dict[str, Any] = {
+        "resourceType": "QuestionnaireResponse",
+        "id": id,
+        "questionnaire": f"{questionnaire['url']}|{questionnaire['version']}"
+        if questionnaire.get("version") else questionnaire["url"],
+        "status": status or _status(raw_row, form),
+        "subject": {"reference": subject_ref},
+    }
+    if encounter_ref:
+        resource["encounter"] = {"reference": encounter_ref}
+    resource["authored"] = authored
+    items = _response_items(questionnaire.get("item", []), answers, enabled)
+    if items:
+        resource["item"] = items
+    return resource
+
+
+def _status(row: Mapping[str, str], form: str) -> str:
+    return "completed" if _value(row, f"{form}_complete") == "2" else "in-progress"
+
+
+def _response_items(
+    items: Sequence[Mapping[str, Any]], answers: Mapping[str, list[dict[str, Any]]],
+    enabled: set[str],
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        link = item["linkId"]
+        if link not in enabled or item["type"] == "display":
+            continue
+        entry: dict[str, Any] = {"linkId": link}
+        if item.get("text"):
+            entry["text"] = item["text"]
+        if item["type"] == "group":
+            children = _response_items(item.get("item", []), answers, enabled)
+            if children:
+                out.append({**entry, "item": children})
+        elif answers.get(link):
+            out.append({**entry, "answer": answers[link]})
+    return out
+
+
+# --- the inverse: answers -> REDCap values --------------------------------------------------
+
+
+def answers_to_redcap(
+    qr: Mapping[str, Any], questionnaire: Mapping[str, Any], *, timezone: str = "UTC"
+) -> dict[str, str]:
+    """REDCap export values from a response's answers (only non-empty ones, like a RecordRow).
+
+    Field type and validation come from the items' redcap-field extension; checkbox answers
+    give `field___code` = "1" (missing codes on a checkbox too, as REDCap exports them);
+    datetimes are converted to `timezone` and written as REDCap's naive `YYYY-MM-DD HH:MM`.
+    """
+    spec = {i["linkId"]: _redcap_spec(i) for i in _walk(questionnaire.get("item", []))}
+    tz = ZoneInfo(timezone)
+    out: dict[str, str] = {}
+    for item in _walk(qr.get("item", [])):
+        link = item["linkId"]
+        field_type, validation = spec.get(link, ("", ""))
+        for answer in item.get("answer", []):
+            key, value = _redcap_value(link, field_type, validation, answer, tz)
+            out[key] = value
+    return out
+
+
+def _redcap_spec(item: Mapping[str, Any]) -> tuple[str, str]:
+    for ext in item.get("extension", []):
+        if ext.get("url", "").endswith(f"/{REDCAP_FIELD_EXT}"):
+            parts = {e["url"]: next(v for k, v in e.items() if k.startswith("value"))
+                     for e in ext.get("extension", [])}
+            return str(parts.get("fieldType", "")), str(parts.get("validation", ""))
+    return "", ""
+
+
+def _redcap_value(
+    link: str, field_type: str, validation: str, answer: Mapping[str, Any], tz: ZoneInfo
+) -> tuple[str, str]:
+    if "valueCoding" in answer:
+        code = str(answer["valueCoding"]["code"])
+        if field_type == "checkbox":
+            return checkbox_column(link, code), "1"
+        return link, code
+    if "valueDecimal" in answer:
+        return link, _format_decimal(answer["valueDecimal"], validation)
+    if "valueDateTime" in answer:
+        moment = datetime.fromisoformat(answer["valueDateTime"])
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(tz).replace(tzinfo=None)
+        seconds = validation.startswith("datetime_seconds")
+        return link, moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    if "valueTime" in answer:
+        value = str(answer["valueTime"])
+        return link, value[:8] if validation == "time_hh_mm_ss" else value[:5]
+    if "valueAttachment" in answer:
+        return link, str(answer["valueAttachment"].get("title", ""))
+    if "valueBoolean" in answer:
+        return link, "1" if answer["valueBoolean"] else "0"
+    for key in ("valueInteger", "valueDate", "valueString"):
+        if key in answer:
+            return link, str(answer[key])
+    raise FhirBuildError("", link, f"answer {dict(answer)!r} has no supported value[x]")
+
+
+def _format_decimal(value: int | float, validation: str) -> str:
+    dp = _DP.match(validation)
+    text = f"{value:.{int(dp.group(1))}f}" if dp else str(value)
+    return text.replace(".", ",") if "comma_decimal" in validation else text
