@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imt_etl.faultpoints import maybe_crash
+
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
@@ -26,6 +28,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        maybe_crash("atomic-write")  # crash-safety test hook: complete temp file, no rename yet
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

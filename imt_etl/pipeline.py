@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imt_etl.config import Settings
+from imt_etl.faultpoints import maybe_crash
+from imt_etl.lock import holds_output_lock
 from imt_etl.redcap.client import RedcapClient
 from imt_etl.redcap.extract import SyncPlan, extract_records, plan_sync
 from imt_etl.redcap.meta_store import load_meta, save_meta
@@ -74,7 +76,10 @@ def extract(
         client, meta.dictionary, batch_size=batch_size, record_ids=plan.record_ids,
         progress=on_batch,
     )
-    rows = [row for batch in batches for row in batch]
+    rows: list[dict[str, str]] = []
+    for batch in batches:
+        rows.extend(batch)
+        maybe_crash("extract-batch")  # crash-safety test hook (imt_etl.faultpoints)
     rid = meta.dictionary.record_id_field
     if plan.mode == "full" or previous is None:
         snapshot = RawSnapshot.from_rows(rid, rows)
@@ -93,6 +98,7 @@ def save_extraction(extraction: Extraction, out_dir: Path, project: str, finishe
     folder = state_dir(out_dir)
     extraction.snapshot.save(folder)
     save_meta(extraction.meta, folder)
+    maybe_crash("after-snapshot-save")
     save_state(folder, extraction.plan.next_state(project, finished_at))
 
 
@@ -114,16 +120,19 @@ def tidy(meta: ProjectMeta, snapshot: RawSnapshot) -> TidyResult:
 
 def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path:
     frame = result.tables[form]
-    return write_frame(
+    path = write_frame(
         instruments_dir(out_dir) / f"{form}.parquet", frame, frame.attrs.get("columns"),
         {"instrument": form},
     )
+    maybe_crash("write-table")
+    return path
 
 
 def write_instrument_tables(result: TidyResult, out_dir: Path) -> dict[str, Path]:
     return {form: write_instrument_table(result, form, out_dir) for form in result.tables}
 
 
+@holds_output_lock  # one run per output folder at a time (imt_etl.lock)
 def run(
     settings: Settings,
     *,
@@ -148,6 +157,7 @@ def run(
     summary.mode = extraction.plan.mode
     summary.durations_s["extract"] = round(time.perf_counter() - clock, 3)
     save_extraction(extraction, out_dir, settings.project_name, datetime.now(UTC))
+    maybe_crash("after-state-save")
 
     clock = time.perf_counter()
     result = tidy(extraction.meta, extraction.snapshot)

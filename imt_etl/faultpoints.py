@@ -1,0 +1,36 @@
+"""Test hook: kill the process (SIGKILL) at a named point of a run, for crash-safety tests.
+
+Set `IMT_ETL_TEST_CRASH_AT=<point>` (or `<point>:<n>` to crash on the n-th time the point is
+reached; n defaults to 1) in the environment of an `imt-etl` process. Points:
+
+- `extract-batch`        after a batch of records arrived, before the snapshot is saved
+- `after-snapshot-save`  the new raw snapshot is on disk, the sync state is not yet advanced
+- `after-state-save`     the sync state was advanced, no table written yet
+- `write-table`          after an instrument table was written (others still old)
+- `atomic-write`         inside every atomic write, temp file complete but not yet renamed
+
+Unset (the normal case) the hook costs one dictionary lookup. It is not a user feature: it exists
+so that tests can prove a run killed anywhere leaves readable, consistent outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_ENV = "IMT_ETL_TEST_CRASH_AT"
+
+_reached: dict[str, int] = {}
+
+
+def maybe_crash(point: str) -> None:
+    """SIGKILL this process if the environment names `point` (and this is its n-th visit)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition(":")
+    if name != point:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
