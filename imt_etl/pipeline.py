@@ -34,7 +34,12 @@ Progress = Callable[[str, int, int], None]
 
 
 def state_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "state"
+    """The sync state and raw snapshot. It holds REDCap data as exported, identifiers
+    included (derived values such as age need them), so only its owner may read it."""
+    folder = Path(out_dir) / "state"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    return folder
 
 
 def instruments_dir(out_dir: Path) -> Path:
