@@ -1,0 +1,319 @@
+"""The long measurement table: one row per mapped value, shared by the FHIR builders and analysis.
+
+Contract of `measurements(tables, mapping)`:
+
+- Input: typed instrument tables from `imt_etl.redcap.tidy` (keyed by KEY_COLUMNS) and a
+  `StudyMapping`. Only measures with target `observation` (mapped fields and derived measures) or
+  `component` give rows; questionnaire-only and excluded fields never appear.
+- One row per record x event x repeat instance x measure that has a value. A null typed cell
+  (empty, a missing-data code, or a value that did not fit its type) gives no row. A component is
+  its own row with `parent_measure_id` naming its Observation measure; every other row has
+  `parent_measure_id` null.
+- Derived measures are computed with `Derivation.compute` once per row of their instrument's
+  table. Inputs come from that row; an input field of another instrument is read from the same
+  record's row of the same event, else the record's first non-null value in event order (sex and
+  age are recorded once, at screening). A score function that returns None gives no row; one that
+  raises (e.g. sex missing) gives no row and a warning naming record, event and measure.
+- Columns (in this order): the five key columns (record_id, redcap_arm Int64,
+  redcap_event_name, redcap_repeat_instrument, redcap_repeat_instance Int64), measure_id,
+  parent_measure_id, instrument, field (null for derived), label, value_type (quantity | integer |
+  codeable | boolean | string), code_system (URL of the measure's first, most specific coding),
+  code, display, value (Float64: quantities after conversion, integers, booleans as 1.0/0.0),
+  value_code_system, value_code, value_display (codeable answers, from the value map), value_text
+  (strings), unit (UCUM, after any configured conversion; null unless quantity), effective_date
+  (date32) or effective_datetime (naive datetime64[ms], REDCap server time: the study timezone
+  applies), category (a component carries its parent's), direction (higher_is_better |
+  lower_is_better | null), event_label and event_week (from the optional arguments, else null).
+- Sorted by record (numeric ids numerically), event (project order, merged from the tables' own
+  order), repeat instrument, repeat instance, then measure in mapping order (components right
+  after their parent): the same input always gives the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from imt_etl.fhir.mappings import Measure, StudyMapping
+from imt_etl.redcap.tidy import KEY_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+DATE_DTYPE = pd.ArrowDtype(pa.date32())
+STRING = pd.StringDtype()
+COLUMNS: dict[str, Any] = {
+    "record_id": STRING,
+    "redcap_arm": "Int64",
+    "redcap_event_name": STRING,
+    "redcap_repeat_instrument": STRING,
+    "redcap_repeat_instance": "Int64",
+    "measure_id": STRING,
+    "parent_measure_id": STRING,
+    "instrument": STRING,
+    "field": STRING,
+    "label": STRING,
+    "value_type": STRING,
+    "code_system": STRING,
+    "code": STRING,
+    "display": STRING,
+    "value": "Float64",
+    "value_code_system": STRING,
+    "value_code": STRING,
+    "value_display": STRING,
+    "value_text": STRING,
+    "unit": STRING,
+    "effective_date": DATE_DTYPE,
+    "effective_datetime": "datetime64[ms]",
+    "category": STRING,
+    "direction": STRING,
+    "event_label": STRING,
+    "event_week": "Float64",
+}
+
+Row = dict[str, Any]
+
+
+def measurements(
+    tables: Mapping[str, pd.DataFrame],
+    mapping: StudyMapping,
+    *,
+    event_labels: Mapping[str, str] | None = None,
+    event_weeks: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """The long measurement table of `tables` under `mapping` (see the module docstring)."""
+    records = {form: _records(df) for form, df in tables.items()}
+    lookup = _RecordValues(records, mapping)
+    order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
+    rows: list[Row] = []
+    for m in mapping.measures:
+        if not m.makes_fhir_data or m.instrument not in records:
+            continue
+        parent = mapping.measure(m.parent) if m.parent else m
+        for source in records[m.instrument]:
+            row = _measure_row(m, parent, source, lookup)
+            if row is not None:
+                rows.append(row)
+    events = _event_order(tables.values())
+    rows.sort(key=lambda r: _sort_key(r, events, order))
+    for row in rows:
+        event = row["redcap_event_name"]
+        row["event_label"] = (event_labels or {}).get(event) if event else None
+        row["event_week"] = (event_weeks or {}).get(event) if event else None
+    return _frame(rows)
+
+
+def _measure_order(mapping: StudyMapping) -> list[Measure]:
+    """Observation measures in mapping order, each followed by its components."""
+    out: list[Measure] = []
+    for m in mapping.observations:
+        out.append(m)
+        out.extend(mapping.components_of(m))
+    return out
+
+
+def _records(df: pd.DataFrame) -> list[Row]:
+    """A table's rows as dicts of plain Python values (pandas NA and NaN become None)."""
+    out = []
+    for record in df.to_dict("records"):
+        out.append({k: _plain(v) for k, v in record.items()})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value
+
+
+class _RecordValues:
+    """Field values of other instruments for derived inputs and effective dates of a record."""
+
+    def __init__(self, records: Mapping[str, list[Row]], mapping: StudyMapping):
+        self.records = records
+        self.mapping = mapping
+        self._cache: dict[tuple[str, str], dict[tuple[str, str | None], Any]] = {}
+        # field -> the instrument whose table holds it (fields are unique across a project).
+        self._forms = {f: form for form, rows in records.items() for f in (rows[0] if rows else ())}
+
+    def _values(self, form: str, field: str) -> dict[tuple[str, str | None], Any]:
+        """(record, event) -> value, plus (record, None) -> first non-null value in table order."""
+        key = (form, field)
+        if key not in self._cache:
+            found: dict[tuple[str, str | None], Any] = {}
+            for row in self.records.get(form, []):
+                value = row.get(field)
+                if value is None:
+                    continue
+                found.setdefault((row["record_id"], row["redcap_event_name"]), value)
+                found.setdefault((row["record_id"], None), value)
+            self._cache[key] = found
+        return self._cache[key]
+
+    def get(self, field: str, source: Row, form: str) -> Any:
+        if field in source:
+            return source[field]
+        other = self._forms.get(field)
+        if other is None or other == form:
+            return None
+        values = self._values(other, field)
+        record, event = source["record_id"], source["redcap_event_name"]
+        found = values.get((record, event))
+        return found if found is not None else values.get((record, None))
+
+
+def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues) -> Row | None:
+    if m.derived is not None:
+        value: Any = _derive(m, source, lookup)
+    else:
+        value = source.get(m.field or "")
+    if value is None:
+        return None
+    row: Row = {k: source.get(k) for k in KEY_COLUMNS}
+    first = m.codes[0]
+    row.update(
+        measure_id=m.measure_id,
+        parent_measure_id=m.parent,
+        instrument=m.instrument,
+        field=m.field,
+        label=m.label,
+        value_type=m.value_type,
+        code_system=first.system_url(lookup.mapping.study.codesystem.url),
+        code=first.code,
+        display=first.display,
+        category=parent.category,
+        direction=m.direction,
+    )
+    row.update(_value_columns(m, value, source, lookup))
+    row.update(_effective(parent, source, lookup))
+    return row
+
+
+def _value_columns(m: Measure, value: Any, source: Row, lookup: _RecordValues) -> Row:
+    local_url = lookup.mapping.study.codesystem.url
+    out: Row = {"value": None, "value_code_system": None, "value_code": None,
+                "value_display": None, "value_text": None, "unit": None}
+    if m.value_type == "codeable":
+        coding = m.answer(str(value))
+        if coding is None:
+            raise ValueError(
+                f"record {source['record_id']!r}, field {m.field!r}: code {value!r} is not mapped"
+            )
+        out.update(value_code_system=coding.system_url(local_url), value_code=coding.code,
+                   value_display=coding.display)
+    elif m.value_type == "string":
+        out["value_text"] = str(value)
+    elif m.value_type == "boolean":
+        out["value"] = 1.0 if str(value) in ("1", "True", "true") else 0.0
+    elif m.value_type == "integer":
+        out["value"] = float(int(float(value)))
+    else:
+        out["value"] = float(value) * _factor(m, source, lookup)
+        out["unit"] = m.unit
+    return out
+
+
+def _factor(m: Measure, source: Row, lookup: _RecordValues) -> float:
+    """The configured unit conversion factor for this row (1 without a conversion)."""
+    if m.convert is None:
+        return 1.0
+    code = None
+    if m.convert.from_unit_field:
+        code = lookup.get(m.convert.from_unit_field, source, m.instrument)
+        if code is None:
+            # REDCap's @DEFAULT fills the unit field on entry; a blank one is the measure's unit.
+            return 1.0
+    try:
+        return m.convert.factor_for(None if code is None else str(code))
+    except ValueError as exc:
+        raise ValueError(f"record {source['record_id']!r}, measure {m.measure_id}: {exc}") from exc
+
+
+def _effective(m: Measure, source: Row, lookup: _RecordValues) -> Row:
+    value = lookup.get(m.effective_field, source, m.instrument) if m.effective_field else None
+    if isinstance(value, datetime):
+        return {"effective_date": value.date(), "effective_datetime": value}
+    if isinstance(value, date):
+        return {"effective_date": value, "effective_datetime": None}
+    return {"effective_date": None, "effective_datetime": None}
+
+
+def _derive(m: Measure, source: Row, lookup: _RecordValues) -> float | None:
+    assert m.derived is not None
+    values = {f: _typed_input(f, lookup.get(f, source, m.instrument), lookup)
+              for f in m.derived.fields}
+    try:
+        result = m.derived.compute(values)
+    except (ValueError, TypeError) as exc:
+        logger.warning("record %s, event %s: derived measure %s not computed: %s",
+                       source["record_id"], source["redcap_event_name"], m.measure_id, exc)
+        return None
+    if result is None or (isinstance(result, float) and math.isnan(result)):
+        return None
+    return float(result)
+
+
+def _typed_input(field: str, value: Any, lookup: _RecordValues) -> Any:
+    """Choice codes of integer-coded fields (FSS, SF-36 answers) become ints for score functions."""
+    if not isinstance(value, str):
+        return value
+    m = lookup.mapping.by_field.get(field)
+    if m is not None and m.value_type == "codeable":
+        return value
+    text = value.strip()
+    return int(text) if text.lstrip("-").isdigit() else value
+
+
+def _event_order(tables: Iterable[pd.DataFrame]) -> dict[str | None, int]:
+    """Project event order merged from each table's own (already project-ordered) event sequence."""
+    after: dict[str, set[str]] = {}
+    seen: list[str] = []
+    for df in tables:
+        if "redcap_event_name" not in df:
+            continue
+        sequence = list(dict.fromkeys(e for e in df["redcap_event_name"].dropna()))
+        for event in sequence:
+            if event not in after:
+                after[event] = set()
+                seen.append(event)
+        for earlier, later in zip(sequence, sequence[1:], strict=False):
+            after[later].add(earlier)
+    return {e: i for i, e in enumerate(_topological(seen, after))}
+
+
+def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterator[str]:
+    """Events with all predecessors placed first; ties (and cycles) by first appearance."""
+    placed: set[str] = set()
+    remaining = list(events)
+    while remaining:
+        ready = next((e for e in remaining if after[e] <= placed), remaining[0])
+        remaining.remove(ready)
+        placed.add(ready)
+        yield ready
+
+
+def _sort_key(row: Row, events: Mapping[str | None, int], order: Mapping[str, int]) -> tuple:
+    record = str(row["record_id"])
+    natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+    return (
+        natural,
+        events.get(row["redcap_event_name"], -1),
+        row["redcap_repeat_instrument"] or "",
+        row["redcap_repeat_instance"] or 0,
+        order.get(row["measure_id"], len(order)),
+    )
+
+
+def _frame(rows: list[Row]) -> pd.DataFrame:
+    data = {name: pd.Series([r.get(name) for r in rows], dtype=dtype)
+            for name, dtype in COLUMNS.items()}
+    return pd.DataFrame(data)
