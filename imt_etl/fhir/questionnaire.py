@@ -475,7 +475,9 @@ def _answer(target: Field, answer: Mapping[str, Any], base: str) -> dict[str, An
     """The answer[x] of one condition, typed like the target item; a string is a failure reason."""
     kind, value = answer["type"], answer["value"]
     if kind == "coding":
-        if target.choices and target.choice_label(str(value)) is None:
+        if not target.choices:
+            return f"[{target.name}] is not a choice field"
+        if target.choice_label(str(value)) is None:
             return f"[{target.name}] has no choice {value!r}"
         coding = {"system": choice_system(base, target), "code": str(value)}
         label = target.choice_label(str(value))

@@ -313,6 +313,7 @@ UNSUPPORTED = [
     ("[r] = '7'", "no choice '7'"),
     ("[d] > '2024-01-01 10:00'", "not a YYYY-MM-DD date"),
     ("[n] = = 1", "cannot parse"),
+    ("[t(1)] = '1'", "not a choice field"),
 ]
 
 
