@@ -99,6 +99,10 @@ def split_table(form: str, table: pd.DataFrame, findings: pd.DataFrame
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(valid, quarantined) rows of one instrument: a row with >= 1 error finding is quarantined."""
     errors = findings[(findings["instrument"] == form) & (findings["severity"] == ERROR)]
+    if errors.empty:
+        valid, quarantined = table, table.iloc[0:0]
+        check_invariant(form, table, valid, quarantined)
+        return valid, quarantined
     keys = table_row_keys(table)
     error_keys = set(finding_row_keys(errors))
     orphans = error_keys - set(keys)

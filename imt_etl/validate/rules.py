@@ -291,9 +291,12 @@ def _equals_max_of(rule: Rule, ctx: RuleContext) -> list[Finding]:
     if p.get("magnitude"):
         trials, best = trials.abs(), best.abs()
     top = trials.max(axis=1, skipna=True)
-    bad = best.notna() & top.notna() & (best != top)
-    shown = ctx.raw[form][p["of"]].agg(", ".join, axis=1)
-    return ctx.findings(rule, form, bad.astype(bool), p["field"], best=top, trials=shown)
+    bad = (best.notna() & top.notna() & (best != top)).astype(bool)
+    if not bad.any():
+        return []
+    shown = ctx.raw[form].loc[bad.to_numpy(), p["of"]].agg(", ".join, axis=1)
+    return ctx.findings(rule, form, bad, p["field"], best=top,
+                        trials=shown.reindex(bad.index))
 
 
 def _visit_rows(ctx: RuleContext, form: str, name: str, events: list[str]) -> pd.DataFrame:

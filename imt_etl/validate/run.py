@@ -74,6 +74,12 @@ def _counts(form: str, table: pd.DataFrame, valid: pd.DataFrame, quarantined: pd
             "errors": int((mine["severity"] == ERROR).sum())}
 
 
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    view = table.copy(deep=False)
+    view.attrs = {}
+    return view
+
+
 def validate_project(tidy_result: TidyResult, meta: ProjectMeta,
                      rules: StudyRules | None = None) -> ValidationResult:
     """Validate every instrument table of a tidy result (dictionary checks + study rules).
@@ -82,6 +88,12 @@ def validate_project(tidy_result: TidyResult, meta: ProjectMeta,
     InvariantError if extracted != valid + quarantined for any instrument.
     """
     started = time.perf_counter()
+    original = tidy_result
+    # pandas deep-copies `attrs` (tidy's column descriptions) into every derived frame, which
+    # made validation several times slower: work on attr-less views, restore attrs at the end.
+    tidy_result = TidyResult({f: _plain(t) for f, t in tidy_result.tables.items()},
+                             tidy_result.raw, tidy_result.issues)
+    attrs = {f: t.attrs for f, t in original.tables.items()}
     schemas = {form: spec for form, spec in build_schemas(meta).items()
                if form in tidy_result.tables}
     found = dictionary_findings(tidy_result, meta, schemas)
@@ -98,6 +110,8 @@ def validate_project(tidy_result: TidyResult, meta: ProjectMeta,
         valid[form], quarantined[form] = split_table(form, table, findings)
         check_invariant(form, table, valid[form], quarantined[form])
         counts[form] = _counts(form, table, valid[form], quarantined[form], findings)
+        valid[form].attrs = dict(attrs[form])
+        quarantined[form].attrs = dict(attrs[form])
     seconds = time.perf_counter() - started
     log.info("validated %d instruments in %.3f s: %d error(s), %d warning(s)", len(counts),
              seconds, int((findings["severity"] == ERROR).sum()),
