@@ -26,7 +26,10 @@ Contract of `measurements(tables, mapping)`:
   lower_is_better | null), event_label and event_week (from the optional arguments, else null).
 - Sorted by record (numeric ids numerically), event (project order, merged from the tables' own
   order), repeat instrument, repeat instance, then measure in mapping order (components right
-  after their parent): the same input always gives the same table.
+  after their parent): the same input always gives the same table. Pass `event_order` (the
+  project's unique event names in order, e.g. `list(ProjectMeta.event_arms)`) to get project
+  order; without it (and without event_labels/event_weeks) events that never share an
+  instrument table are ordered by first appearance.
 """
 
 from __future__ import annotations
@@ -85,8 +88,13 @@ def measurements(
     *,
     event_labels: Mapping[str, str] | None = None,
     event_weeks: Mapping[str, float] | None = None,
+    event_order: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The long measurement table of `tables` under `mapping` (see the module docstring)."""
+    """The long measurement table of `tables` under `mapping` (see the module docstring).
+
+    `event_order` lists unique event names in project order (e.g. `ProjectMeta.event_arms`);
+    without it the keys of `event_labels`, else of `event_weeks`, give the order.
+    """
     records = {form: _records(df) for form, df in tables.items()}
     lookup = _RecordValues(records, mapping)
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
@@ -99,7 +107,8 @@ def measurements(
             row = _measure_row(m, parent, source, lookup)
             if row is not None:
                 rows.append(row)
-    events = _event_order(tables.values())
+    known = event_order or list(event_labels or ()) or list(event_weeks or ())
+    events = _event_order(tables.values(), known)
     rows.sort(key=lambda r: _sort_key(r, events, order))
     for row in rows:
         event = row["redcap_event_name"]
@@ -273,10 +282,15 @@ def _typed_input(field: str, value: Any, lookup: _RecordValues) -> Any:
     return int(text) if text.lstrip("-").isdigit() else value
 
 
-def _event_order(tables: Iterable[pd.DataFrame]) -> dict[str | None, int]:
-    """Project event order merged from each table's own (already project-ordered) event sequence."""
-    after: dict[str, set[str]] = {}
-    seen: list[str] = []
+def _event_order(tables: Iterable[pd.DataFrame], known: Sequence[str]) -> dict[str | None, int]:
+    """Event order: `known` first, then events merged from each table's own event sequence.
+
+    Tidy tables are in project event order, so merging them orders events that share a table;
+    an event seen only in its own tables (a training period with repeating forms only) cannot
+    be placed that way, which is why callers should pass the project's order.
+    """
+    after: dict[str, set[str]] = {e: set(known[:i]) for i, e in enumerate(known)}
+    seen: list[str] = list(known)
     for df in tables:
         if "redcap_event_name" not in df:
             continue
