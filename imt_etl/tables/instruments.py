@@ -83,7 +83,7 @@ def analysis_instrument(
         columns[col] = info
     out = pd.concat([out, frame[kept].reset_index(drop=True)], axis=1)
     return AnalysisTable(
-        f"instrument_{form}", out, columns,
+        f"instruments/{form}", out, columns,
         f"REDCap instrument {form}: one row per participant x event x repeat instance",
     )
 
