@@ -38,6 +38,12 @@ def tidied(project: ProjectDefinition) -> Tidied:
 
 
 @pytest.fixture(scope="session")
+def to_flat_rows():
+    """flat_rows for tests (conftest modules cannot be imported under --import-mode=importlib)."""
+    return flat_rows
+
+
+@pytest.fixture(scope="session")
 def reference() -> Tidied:
     return tidied(load_reference_project())
 
