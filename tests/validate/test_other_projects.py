@@ -36,8 +36,8 @@ def test_foreign_project_bad_value_is_quarantined(to_flat_rows):
     project = read_project_xml(XML_DIR / "redcapr_dag.xml")
     meta = ProjectMeta.from_definition(project)
     rows = to_flat_rows(project)
-    choice = next(f for f in meta.dictionary.fields if f.field_type in ("radio", "dropdown"))
-    target = next(r for r in rows if r.get(choice.name))
+    choice, target = next((f, r) for f in meta.dictionary.fields for r in rows
+                          if f.field_type in ("radio", "dropdown") and r.get(f.name))
     target[choice.name] = "not-a-code"
     result = validate_project(tidy_instruments(rows, meta), meta)
     assert list(result.errors["rule_id"]) == ["dict.choice"]
