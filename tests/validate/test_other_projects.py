@@ -33,7 +33,7 @@ def test_foreign_project_validates(path: Path, to_flat_rows):
 
 
 def test_foreign_project_bad_value_is_quarantined(to_flat_rows):
-    project = read_project_xml(XML_DIR / "redcapr_dag.xml")
+    project = read_project_xml(XML_DIR / "redcapr_repeating_sparse.xml")
     meta = ProjectMeta.from_definition(project)
     rows = to_flat_rows(project)
     choice, target = next((f, r) for f in meta.dictionary.fields for r in rows
