@@ -57,6 +57,19 @@ class PublishReport:
         return sum(o.duration for o in self.outcomes)
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """How one bundle is sent: retry budget, backoff, timeout and TLS checking."""
+
+    max_retries: int
+    backoff: float
+    backoff_max: float
+    timeout: float
+    verify: bool
+    sleep: Callable[[float], None]
+    rng: random.Random
+
+
 class _Retryable(Exception):
     """A failure worth another attempt (connection trouble, 429, 5xx)."""
 
@@ -86,22 +99,21 @@ def publish_bundles(
     bundles after it are not sent. Retrying a transaction is safe because every entry is a
     PUT or DELETE by id (idempotent). The PublishError carries the partial report as `.report`.
     """
+    if max_retries < 0:
+        raise ValueError("max_retries must be >= 0")
     base = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
     bundles = _verified_bundles(Path(bundle_dir))
     report = PublishReport(base)
+    policy = _Policy(max_retries, backoff, backoff_max, timeout, verify_tls, sleep,
+                     rng if rng is not None else random.Random())
     own = session is None
     http = session if session is not None else requests.Session()
-    rng = rng if rng is not None else random.Random()
     try:
         for done, (info, body) in enumerate(bundles):
             if progress:
                 progress("publish", done, len(bundles))
             try:
-                outcome = _publish_one(
-                    http, base, info, body, max_retries=max_retries, backoff=backoff,
-                    backoff_max=backoff_max, timeout=timeout, verify=verify_tls,
-                    sleep=sleep, rng=rng,
-                )
+                outcome = _publish_one(http, base, info, body, policy)
             except PublishError as error:
                 error.report = report  # type: ignore[attr-defined]
                 raise
@@ -162,46 +174,36 @@ def _verified_bundles(bundle_dir: Path) -> list[tuple[BundleInfo, bytes]]:
 
 
 def _publish_one(
-    http: requests.Session,
-    base: str,
-    info: BundleInfo,
-    body: bytes,
-    *,
-    max_retries: int,
-    backoff: float,
-    backoff_max: float,
-    timeout: float,
-    verify: bool,
-    sleep: Callable[[float], None],
-    rng: random.Random,
+    http: requests.Session, base: str, info: BundleInfo, body: bytes, policy: _Policy
 ) -> BundleOutcome:
     start = time.monotonic()
     attempt = 0
     while True:
         try:
-            status = _post(http, base, info, body, timeout=timeout, verify=verify)
+            status = _post(http, base, info, body, timeout=policy.timeout, verify=policy.verify)
         except _Retryable as error:
-            if attempt >= max_retries:
+            if attempt >= policy.max_retries:
                 raise PublishError(
                     f"{info.file}: gave up after {attempt + 1} attempts: {error}"
                 ) from error
-            delay = _delay(error, attempt, backoff, backoff_max, rng)
+            delay = _delay(error, attempt, policy)
             attempt += 1
             log.warning(
                 "bundle %s: %s; retry %d of %d in %.2fs",
-                info.file, error, attempt, max_retries, delay,
+                info.file, error, attempt, policy.max_retries, delay,
             )
-            sleep(delay)
+            policy.sleep(delay)
             continue
         duration = time.monotonic() - start
         log.info("bundle %s: HTTP %d, %d entries, %.2fs", info.file, status, info.entries, duration)
         return BundleOutcome(info.file, status, info.entries, attempt + 1, duration)
 
 
-def _delay(error: _Retryable, attempt: int, base: float, cap: float, rng: random.Random) -> float:
+def _delay(error: _Retryable, attempt: int, policy: _Policy) -> float:
+    """The server's Retry-After (capped) wins; otherwise exponential backoff, full jitter."""
     if error.retry_after is not None:
         return min(error.retry_after, MAX_RETRY_AFTER)
-    return backoff_delay(attempt, base=base, cap=cap, rng=rng)
+    return backoff_delay(attempt, base=policy.backoff, cap=policy.backoff_max, rng=policy.rng)
 
 
 def _post(

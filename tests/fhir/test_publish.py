@@ -251,7 +251,7 @@ def test_invalid_resource_stops_publishing_and_nothing_after_it_lands(sekmet_url
 def test_publish_time_for_many_resources(sekmet_url, tmp_path):
     """Measured, printed with -s: N resources in bundles of 500 against sekmet."""
     resources = study_resources("speed", records=0)
-    for n in range(40):
+    for n in range(20):
         resources += participant("speed", f"{n:03d}", observations=0)
         enc = next(r["id"] for r in resources[-3:] if r["resourceType"] == "Encounter")
         resources += [observation("speed", f"{n:03d}", enc, i) for i in range(22)]
@@ -261,5 +261,5 @@ def test_publish_time_for_many_resources(sekmet_url, tmp_path):
     seconds = time.perf_counter() - start
     print(f"\npublish: {len(resources)} resources in {len(report.outcomes)} bundles, "
           f"{seconds:.2f} s = {len(resources) / seconds:,.0f}/s")
-    assert report.entries == len(resources) == 2 + 40 * 25
-    assert _count(sekmet_url, "Observation?code=http://loinc.org|8867-4") >= 40 * 22
+    assert report.entries == len(resources) == 2 + 20 * 25
+    assert _count(sekmet_url, "Observation?code=http://loinc.org|8867-4") >= 20 * 22
