@@ -35,6 +35,16 @@ def default_config(meta: ProjectMeta, mapping: StudyMapping) -> AnalysisConfig:
                           visit_events=events)
 
 
+def _plain_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Shallow copies without `attrs`: pandas deep-copies attrs on every operation (slow)."""
+    out = {}
+    for form, frame in tables.items():
+        copy = frame.copy(deep=False)
+        copy.attrs = {}
+        out[form] = copy
+    return out
+
+
 def analysis_tables(
     tables: Mapping[str, pd.DataFrame],
     meta: ProjectMeta,
@@ -60,6 +70,7 @@ def analysis_tables(
         out[table.name] = table
     timed("instruments", started)
     started = time.perf_counter()
+    tables = _plain_tables(tables)
     long = observations_long(tables, mapping, pseudonymise=pseudonymise,
                              event_labels=config.event_labels, event_weeks=config.event_weeks)
     out[long.name] = long

@@ -1,4 +1,4 @@
-"""change_from_baseline: per participant, measure and period, the change and its five-level category.
+"""change_from_baseline: per participant, measure and period, the change and its category.
 
 Percent change and the category come from imt_etl.scores.change (ISRCTN35925199 categories,
 terminology.md rule 7); the direction of "better" is the measure's `direction` in the mapping.
@@ -54,7 +54,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 
 def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: AnalysisConfig,
                          repeating_forms: Collection[str]) -> AnalysisTable:
-    """Every participant x visit measure x configured period, with values where both visits exist."""
+    """Every participant x visit measure x configured period (values where both visits exist)."""
     measures = visit_measures(mapping, repeating_forms)
     by_visit = {
         (r["participant"], r["event"]): r for r in wide.to_dict("records")

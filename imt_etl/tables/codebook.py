@@ -1,4 +1,4 @@
-"""codebook: one row per column of every analysis table (label, type, unit, codes, allowed values)."""
+"""codebook: one row per column of every analysis table (label, type, unit, codes, values)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Study-specific analysis settings as data: visits, change periods, primary endpoint, training rule.
+"""Study-specific analysis settings: visits, change periods, primary endpoint, training rule.
 
 `AnalysisConfig` is what the generic table builders need to know about a study's design. The
 reference study's settings come from `imt_config()`, built from `imt_etl.studies.imt.design`.

@@ -1,4 +1,4 @@
-"""Instrument tables for analysis: pseudonymised composite key, identifiers dropped, typed columns."""
+"""Instrument tables for analysis: pseudonymised composite key, identifiers dropped, typed."""
 
 from __future__ import annotations
 

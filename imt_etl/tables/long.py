@@ -1,4 +1,4 @@
-"""observations_long: one row per participant x visit x measure, the same rows as the Observations."""
+"""observations_long: one row per participant x visit x measure, as the FHIR Observations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pandas as pd
 
 from imt_etl.fhir.mappings import StudyMapping
 from imt_etl.measures import measurements
-from imt_etl.tables.common import KEY_DESCRIPTIONS, AnalysisTable, Pseudonymise, identity, pseudonyms
+from imt_etl.tables.common import (
+    KEY_DESCRIPTIONS,
+    AnalysisTable,
+    Pseudonymise,
+    identity,
+    pseudonyms,
+)
 
 # measurements() column -> analysis column (None = dropped: implied by instrument).
 _RENAME = {
@@ -64,5 +70,5 @@ def observations_long(
     frame = frame[list(COLUMNS)].reset_index(drop=True)
     return AnalysisTable(
         "observations_long", frame, {c: dict(DESCRIPTIONS[c]) for c in COLUMNS},
-        "One row per participant x visit (x repeat instance) x measure: the FHIR Observations' data",
+        "One row per participant x visit (x repeat instance) x measure: the Observations' data",
     )

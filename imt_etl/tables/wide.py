@@ -1,4 +1,4 @@
-"""visits_wide: one row per participant x visit, one numeric column per measure (units in metadata)."""
+"""visits_wide: one row per participant x visit, one numeric column per measure (units in meta)."""
 
 from __future__ import annotations
 

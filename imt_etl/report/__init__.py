@@ -1,0 +1,1 @@
+"""Study and data-quality reports (HTML with PNG figures)."""
