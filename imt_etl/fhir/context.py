@@ -47,6 +47,9 @@ class FhirContext:
     # sex field and REDCap code -> FHIR administrative gender; default: read from the mapping
     gender_field: str | None = None
     gender_codes: Mapping[str, str] = field(default_factory=dict)
+    # Ids and pseudonyms are pure functions of their parts: computed once per run (a study has
+    # ~25 references per participant visit, and uuid5 + HMAC dominate the build time).
+    _memo: dict[tuple, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.run_time.tzinfo is None:
@@ -74,7 +77,12 @@ class FhirContext:
 
     def subject_key(self, record: str) -> str:
         """The pseudonym that stands for `record` in ids and identifiers."""
-        return self.pseudonymise(str(record))
+        return self.memo(("pseudonym", str(record)), lambda: self.pseudonymise(str(record)))
+
+    def memo(self, key: tuple, compute: Callable[[], str]) -> str:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def local_datetime(self, value: datetime) -> str:
         """A naive REDCap (server-local) date-time as a FHIR dateTime with the study's offset."""
@@ -88,7 +96,8 @@ class FhirContext:
 
 
 def patient_id(ctx: FhirContext, record: str) -> str:
-    return ids.patient_id(ctx.study_id, ctx.subject_key(record))
+    return ctx.memo(("Patient", record),
+                    lambda: ids.patient_id(ctx.study_id, ctx.subject_key(record)))
 
 
 def patient_ref(ctx: FhirContext, record: str) -> str:
@@ -108,7 +117,8 @@ def research_subject_id(ctx: FhirContext, record: str) -> str:
 
 
 def encounter_id(ctx: FhirContext, record: str, event: str | None) -> str:
-    return ids.encounter_id(ctx.study_id, ctx.subject_key(record), event or "")
+    return ctx.memo(("Encounter", record, event),
+                    lambda: ids.encounter_id(ctx.study_id, ctx.subject_key(record), event or ""))
 
 
 def encounter_ref(ctx: FhirContext, record: str, event: str | None) -> str:
@@ -118,9 +128,9 @@ def encounter_ref(ctx: FhirContext, record: str, event: str | None) -> str:
 def questionnaire_response_id(
     ctx: FhirContext, record: str, event: str | None, form: str, instance: int | None
 ) -> str:
-    return ids.questionnaire_response_id(
-        ctx.study_id, ctx.subject_key(record), event or "", form, instance
-    )
+    return ctx.memo(("QuestionnaireResponse", record, event, form, instance),
+                    lambda: ids.questionnaire_response_id(
+                        ctx.study_id, ctx.subject_key(record), event or "", form, instance))
 
 
 def questionnaire_response_ref(

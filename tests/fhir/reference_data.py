@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+from imt_etl.fhir.context import FhirContext
 from imt_etl.fhir.mappings import StudyMapping, load_study_mapping
+from imt_etl.fhir.study import build_study_resources
 from imt_etl.redcap.model import (
     EVENT_KEY,
     REPEAT_INSTANCE_KEY,
@@ -51,3 +55,35 @@ def reference_mapping() -> StudyMapping:
     from imt_etl.studies.imt.design import load_dictionary
 
     return load_study_mapping(MAPPING_DIR, load_dictionary())
+
+
+RUN_TIME = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def test_pseudonym(record: str) -> str:
+    """A stand-in for imt_etl.privacy.pseudonym (keyed HMAC): readable, deterministic."""
+    return f"P-{record}"
+
+
+test_pseudonym.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def reference_context(**options: Any) -> FhirContext:
+    return FhirContext(reference_mapping(), RUN_TIME, test_pseudonym, **options)
+
+
+@cache
+def reference_tidy() -> TidyResult:
+    from imt_etl.studies.imt import load_reference_project
+
+    return tidy_reference(load_reference_project())
+
+
+@cache
+def reference_build() -> dict[str, list[dict[str, Any]]]:
+    """The study resources of the whole reference project (built once per test session)."""
+    from imt_etl.studies.imt import load_reference_project
+
+    meta = ProjectMeta.from_definition(load_reference_project())
+    return build_study_resources(reference_tidy().tables, reference_mapping(), meta,
+                                 ctx=reference_context())
