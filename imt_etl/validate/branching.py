@@ -17,7 +17,7 @@ from imt_etl.errors import LogicError
 from imt_etl.redcap.dictionary import Field, checkbox_column
 from imt_etl.redcap.logic import Expr, FieldRef, SmartVariable, evaluate, parse_logic
 from imt_etl.redcap.tidy import ProjectMeta
-from imt_etl.validate.quarantine import ERROR, ROW_KEY, WARNING, Finding
+from imt_etl.validate.quarantine import ERROR, ROW_KEY, WARNING, Finding, key_strings
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +79,33 @@ def _context_keys(frame: pd.DataFrame) -> pd.Series:
     A repeating-instrument row reads the event's non-repeating values, so its instance is dropped.
     """
     instance = frame["redcap_repeat_instance"].where(frame["redcap_repeat_instrument"].isna())
-    parts = [frame["record_id"], frame["redcap_event_name"], instance]
-    text = [p.astype("string").fillna("") for p in parts]
-    return text[0] + "\x1f" + text[1] + "\x1f" + text[2]
+    return key_strings([frame["record_id"], frame["redcap_event_name"], instance])
 
 
 class EventContext:
     """All forms' raw values per record x event (x repeating-event instance), for logic."""
 
     def __init__(self, raw: Mapping[str, pd.DataFrame]):
+        self.raw = raw
+        self._wide: pd.DataFrame | None = None
+
+    @property
+    def wide(self) -> pd.DataFrame:
+        """Built on first use: projects without branching logic never pay for it."""
+        if self._wide is None:
+            self._wide = self._build(self.raw)
+        return self._wide
+
+    @staticmethod
+    def _build(raw: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         parts = []
         for frame in raw.values():
             plain = frame[frame["redcap_repeat_instrument"].isna()]
             data = plain.drop(columns=[c for c in plain.columns if c in ROW_KEY or c ==
                                        "redcap_arm"])
             parts.append(data.set_axis(_context_keys(plain), axis=0))
-        self.wide = pd.concat(parts, axis=1) if parts else pd.DataFrame()
-        self.wide = self.wide[~self.wide.index.duplicated()]
+        wide = pd.concat(parts, axis=1) if parts else pd.DataFrame()
+        return wide[~wide.index.duplicated()]
 
     def columns_for(self, frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
         keys = _context_keys(frame)
@@ -112,7 +122,7 @@ class EventContext:
 
     def events_of(self, record: str) -> dict[str, dict[str, str]]:
         prefix = f"{record}\x1f"
-        rows = self.wide[self.wide.index.str.startswith(prefix)]
+        rows = self.wide[[str(k).startswith(prefix) for k in self.wide.index]]
         return {str(k).split("\x1f")[1]: v.fillna("").to_dict() for k, v in rows.iterrows()}
 
 

@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 
 from imt_etl.errors import ImtEtlError
-from imt_etl.redcap.dictionary import Field, checkbox_column
+from imt_etl.redcap.dictionary import Choice, DataDictionary, Field, checkbox_column
 from imt_etl.redcap.tidy import (
     DATE_DTYPE,
     DATETIME_DTYPE,
@@ -237,8 +238,17 @@ def build_schema(meta: ProjectMeta, form: str) -> InstrumentSchema:
 
 
 def build_schemas(meta: ProjectMeta) -> dict[str, InstrumentSchema]:
-    """One schema per instrument of the project, in dictionary order."""
-    return {form: build_schema(meta, form) for form in meta.dictionary.forms}
+    """One schema per instrument of the project, in dictionary order (cached per dictionary)."""
+    return dict(_cached_schemas(meta.dictionary, meta.missing_codes))
+
+
+@lru_cache(maxsize=8)
+def _cached_schemas(dictionary: DataDictionary, missing: tuple[Choice, ...]
+                    ) -> tuple[tuple[str, InstrumentSchema], ...]:
+    # Schemas depend only on the dictionary and the missing-data codes; a sync validates the
+    # same project again and again.
+    meta = ProjectMeta(dictionary=dictionary, missing_codes=missing)
+    return tuple((form, build_schema(meta, form)) for form in dictionary.forms)
 
 
 def check_columns(spec: InstrumentSchema, table: pd.DataFrame) -> None:

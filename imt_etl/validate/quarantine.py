@@ -78,21 +78,26 @@ def sort_findings(frame: pd.DataFrame, event_order: dict[str, int]) -> pd.DataFr
     return frame.loc[order].reset_index(drop=True)
 
 
-def _key_strings(parts: list[pd.Series]) -> pd.Series:
-    """One string per row joining the key parts; nulls become "" so classic projects match."""
-    text = [p.astype("string").fillna("") for p in parts]
-    out = text[0]
-    for part in text[1:]:
-        out = out + "\x1f" + part
-    return out
+def _text(part: pd.Series) -> list[str]:
+    return ["" if v is None else str(v) for v in part.to_numpy(dtype=object, na_value=None)]
+
+
+def key_strings(parts: list[pd.Series]) -> pd.Series:
+    """One string per row joining the key parts; nulls become "" so classic projects match.
+
+    Plain Python over object arrays: several times faster than pandas string concatenation
+    at these sizes (thousands of rows).
+    """
+    joined = ["\x1f".join(t) for t in zip(*(_text(p) for p in parts), strict=True)]
+    return pd.Series(joined, index=parts[0].index, dtype=object)
 
 
 def table_row_keys(table: pd.DataFrame) -> pd.Series:
-    return _key_strings([table[c] for c in ROW_KEY])
+    return key_strings([table[c] for c in ROW_KEY])
 
 
 def finding_row_keys(findings: pd.DataFrame) -> pd.Series:
-    return _key_strings([findings[c] for c in FINDING_KEY])
+    return key_strings([findings[c] for c in FINDING_KEY])
 
 
 def split_table(form: str, table: pd.DataFrame, findings: pd.DataFrame
