@@ -263,3 +263,33 @@ def test_publish_time_for_many_resources(sekmet_url, tmp_path):
           f"{seconds:.2f} s = {len(resources) / seconds:,.0f}/s")
     assert report.entries == len(resources) == 2 + 20 * 25
     assert _count(sekmet_url, "Observation?code=http://loinc.org|8867-4") >= 20 * 22
+
+
+def test_publish_reference_project_output(sekmet_url, tmp_path):
+    """The real builders' output for one participant of the reference project (~700 resources)."""
+    from imt_etl.fhir.study import build_study_resources
+    from imt_etl.redcap.tidy import ProjectMeta
+    from imt_etl.studies.imt import load_reference_project
+    from tests.fhir.reference_data import reference_context, reference_mapping, reference_tidy
+
+    keep = {"001"}
+    tables = {f: df[df.record_id.isin(keep)] for f, df in reference_tidy().tables.items()}
+    built = build_study_resources(
+        tables, reference_mapping(), ProjectMeta.from_definition(load_reference_project()),
+        ctx=reference_context(), derived_from=False,  # QuestionnaireResponses not built here
+    )
+    resources = [r for rs in built.values() for r in rs]
+    manifest = write_bundles(resources, tmp_path, bundle_size=500)
+    publish_bundles(tmp_path, sekmet_url)
+    publish_bundles(tmp_path, sekmet_url)  # again: updates, no duplicates
+
+    for rtype, count in manifest.resources.items():
+        if rtype not in ("ResearchStudy", "CodeSystem"):  # other tests publish those types too
+            ours = {r["id"] for r in built[rtype]}
+            assert count == len(ours)
+            found = _get(sekmet_url, f"{rtype}?_id={','.join(sorted(ours)[:50])}&_count=100")
+            assert found["total"] == min(50, count), rtype
+    pid = next(r["id"] for r in built["Patient"])
+    expected = {r["id"] for r in built["Observation"]
+                if r["subject"]["reference"] == f"Patient/{pid}"}
+    assert expected and _count(sekmet_url, f"Observation?subject=Patient/{pid}") == len(expected)
