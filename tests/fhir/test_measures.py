@@ -11,12 +11,12 @@ import pytest
 from imt_etl.measures import COLUMNS, measurements
 from imt_etl.redcap.tidy import ProjectMeta, tidy_instruments
 from imt_etl.studies.imt.design import EVENTS
-from tests.fhir.reference_data import flat_rows, reference_mapping, tidy_reference
+from tests.fhir.reference_data import flat_rows, reference_mapping, reference_tidy
 
 
 @pytest.fixture(scope="module")
-def tidy(reference_project):
-    return tidy_reference(reference_project)
+def tidy():
+    return reference_tidy()
 
 
 EVENT_ORDER = [e.unique_event_name for e in EVENTS]
