@@ -64,6 +64,7 @@ DATETIME_DTYPE = "datetime64[ms]"
 STRING_DTYPE = pd.StringDtype()
 COMPLETE_CHOICES = (Choice("0", "Incomplete"), Choice("1", "Unverified"), Choice("2", "Complete"))
 
+LEGACY_VALIDATIONS = {"int": "integer", "float": "number"}
 _INTEGER_RE = re.compile(r"^[-+]?\d+$")
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -237,7 +238,8 @@ def field_kind(f: Field) -> str:
         return "integer"
     if f.field_type != "text":
         return "string"
-    v = f.validation
+    # Projects created on old REDCap versions still carry the legacy names int and float.
+    v = LEGACY_VALIDATIONS.get(f.validation, f.validation)
     if v == "integer":
         return "integer"
     if v.startswith("number"):

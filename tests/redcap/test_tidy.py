@@ -228,3 +228,11 @@ def test_data_access_groups_become_a_column_of_every_table():
         for rid, group in zip(frame["record_id"], frame["redcap_data_access_group"], strict=True):
             assert (None if pd.isna(group) else group) == expected[rid]
     assert any(expected.values())
+
+
+def test_legacy_validation_names_int_and_float_are_typed():
+    from imt_etl.redcap.dictionary import Field
+    from imt_etl.redcap.tidy import field_kind
+
+    assert field_kind(Field("a", "f", "text", validation="int")) == "integer"
+    assert field_kind(Field("b", "f", "text", validation="float")) == "number"
