@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(sync)
     sync.add_argument("--url", required=True, help="REDCap API URL, ending in /api/")
     sync.add_argument("--project-name", default="redcap", help="name used in state and summaries")
+    sync.add_argument("--study", default="imt",
+                      help="study configuration: mappings/<study>/ and schemas/<study>/ (imt)")
     sync.add_argument("--incremental", action="store_true", help="only changed/deleted records")
     sync.add_argument("--batch-size", type=int, default=50, help="records per API call (50)")
     sync.add_argument(

@@ -11,6 +11,7 @@ from typing import Any
 from imt_etl import pipeline
 from imt_etl.config import Settings, token_from_env
 from imt_etl.errors import ConfigError
+from imt_etl.privacy import key_from_env
 from imt_etl.progress import ProgressPrinter
 from imt_etl.summary import RunSummary
 
@@ -22,7 +23,8 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
 
     with emulated_project() as (url, token):
         settings = Settings(redcap_url=url, token=token, out_dir=args.out, study="imt",
-                            project_name="imt-demo", batch_size=args.batch_size)
+                            project_name="imt-demo", batch_size=args.batch_size,
+                            pseudonym_key=key_from_env(allow_demo=True))
         return _run_and_report(settings, args, incremental=False, title="imt-etl demo")
 
 
@@ -30,6 +32,7 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(
         redcap_url=args.url, token=token_from_env(), out_dir=args.out,
         project_name=args.project_name, batch_size=args.batch_size, verify_tls=not args.insecure,
+        study=args.study, pseudonym_key=key_from_env(),
     )
     return _run_and_report(settings, args, incremental=args.incremental, title="imt-etl sync")
 
@@ -68,14 +71,26 @@ def print_summary(summary: RunSummary, out_dir: Path, title: str) -> None:
 
     console = Console()
     table = Table(title=f"{title}: {summary.mode} sync of {summary.project}", title_justify="left")
-    table.add_column("instrument")
-    table.add_column("rows", justify="right")
+    for name in ("instrument", "rows", "valid", "quarantined", "warnings"):
+        table.add_column(name, justify="left" if name == "instrument" else "right")
     for form, counts in summary.instruments.items():
-        table.add_row(form, str(counts.rows_extracted))
+        table.add_row(form, *(_count(v) for v in (counts.rows_extracted, counts.rows_valid,
+                                                  counts.rows_quarantined, counts.warnings)))
     console.print(table)
     console.print(
         f"records: {summary.records} ({summary.records_changed} exported, "
-        f"{summary.records_deleted} deleted) in {summary.batches} batches; "
-        f"{len(summary.files_written)} files written under {out_dir}/"
+        f"{summary.records_deleted} deleted) in {summary.batches} batches"
     )
-    console.print(f"run summary: {out_dir / 'run-summary.json'}")
+    fhir = summary.stages.get("fhir", {}).get("resources")
+    if fhir:
+        console.print("FHIR: " + ", ".join(f"{n} {kind}" for kind, n in fhir.items()))
+    console.print(f"{len(summary.files_written)} files written under {out_dir}/:")
+    for label, rel in (("quality report", "quality/index.html"),
+                       ("study report", "report/index.html"), ("analysis tables", "parquet/"),
+                       ("FHIR NDJSON and bundles", "fhir/"), ("run summary", "run-summary.json")):
+        if (out_dir / rel).exists():
+            console.print(f"  {label:<24} {out_dir / rel}")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)

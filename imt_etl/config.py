@@ -10,6 +10,8 @@ from pathlib import Path
 from imt_etl.errors import ConfigError
 
 TOKEN_ENV = "REDCAP_API_TOKEN"
+# Source checkouts and editable installs keep the study configuration beside the package.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class Settings:
     timeout: float = 60.0
     verify_tls: bool = True
     run_time: datetime | None = None
+    mappings_root: Path = PROJECT_ROOT / "mappings"
+    schemas_root: Path = PROJECT_ROOT / "schemas"
+    # Key of the participant pseudonyms (HMAC), never printed; None: read from the environment
+    # (IMT_ETL_PSEUDONYM_KEY) when the run starts.
+    pseudonym_key: bytes | None = field(default=None, repr=False)
+    allowed_identifiers: frozenset[str] = frozenset()
+    bundle_size: int = 500
 
     def __post_init__(self) -> None:
         if not self.redcap_url.endswith("/api/"):
@@ -38,6 +47,12 @@ class Settings:
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1 (got {self.batch_size})")
+        if self.bundle_size < 1:
+            raise ConfigError(f"bundle size must be at least 1 (got {self.bundle_size})")
+        if self.pseudonym_key is not None and len(self.pseudonym_key) < 16:
+            raise ConfigError(
+                "the pseudonym key must be at least 16 bytes: set IMT_ETL_PSEUDONYM_KEY"
+            )
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)

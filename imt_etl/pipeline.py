@@ -18,13 +18,15 @@ from pathlib import Path
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.lock import holds_output_lock
+from imt_etl.outputs import build_outputs, instruments_dir
+from imt_etl.privacy import key_from_env
 from imt_etl.redcap.client import RedcapClient
 from imt_etl.redcap.extract import SyncPlan, extract_records, plan_sync
 from imt_etl.redcap.meta_store import load_meta, save_meta
 from imt_etl.redcap.snapshot import RawSnapshot
 from imt_etl.redcap.sync_state import load_state, save_state
 from imt_etl.redcap.tidy import ProjectMeta, TidyResult, tidy_instruments
-from imt_etl.summary import InstrumentCounts, RunSummary, now_iso
+from imt_etl.summary import RunSummary, now_iso
 from imt_etl.tables.parquet import write_frame
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,6 @@ def state_dir(out_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
     return folder
-
-
-def instruments_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "parquet" / "instruments"
 
 
 @dataclass
@@ -146,7 +144,9 @@ def run(
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> RunSummary:
-    """One whole run: extract, save state, tidy, write tables, write the run summary."""
+    """One whole run: extract, save state, tidy, validate, write every output and the summary."""
+    if settings.pseudonym_key is None:  # fail before any work when the key is missing
+        settings = settings.with_(pseudonym_key=key_from_env())
     out_dir = Path(settings.out_dir)
     started = now or settings.run_time or datetime.now(UTC)
     summary = RunSummary(
@@ -166,8 +166,8 @@ def run(
 
     clock = time.perf_counter()
     result = tidy(extraction.meta, extraction.snapshot)
-    paths = write_instrument_tables(result, out_dir)
-    summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
+    summary.durations_s["tidy"] = round(time.perf_counter() - clock, 3)
+    build_outputs(result, extraction.meta, settings, summary, started)
 
     summary.records = len(extraction.snapshot.record_ids)
     summary.records_changed = len(extraction.plan.record_ids)
@@ -178,10 +178,6 @@ def run(
         "records_missing_during_export": extraction.missing_ids,
         "type_issues": len(result.issues),
     }
-    for form, frame in result.tables.items():
-        summary.instruments[form] = InstrumentCounts(rows_extracted=len(frame))
-    for path in paths.values():
-        summary.add_file(path, out_dir)
     summary.add_file(Path(out_dir) / "run-summary.json", out_dir)
     summary.finish()
     summary.write(out_dir)

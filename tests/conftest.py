@@ -11,6 +11,15 @@ from imt_etl.redcap.emulator import RedcapEmulator, new_token
 from imt_etl.redcap.model import ProjectDefinition
 
 
+TEST_PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def pseudonym_key_in_environment(monkeypatch):
+    """Runs read the pseudonym key from the environment, as in production."""
+    monkeypatch.setenv("IMT_ETL_PSEUDONYM_KEY", TEST_PSEUDONYM_KEY)
+
+
 @pytest.fixture(scope="session")
 def reference_project() -> ProjectDefinition:
     from imt_etl.studies.imt import load_reference_project

@@ -229,7 +229,7 @@ def build_questionnaire_response(
     form: str,
     *,
     subject_ref: str,
-    authored: str,
+    authored: str | None,
     id: str,
     encounter_ref: str | None = None,
     status: str | None = None,
@@ -240,13 +240,13 @@ def build_questionnaire_response(
     """The QuestionnaireResponse of one (record, event, instance, form) raw export row.
 
     `raw_row` holds REDCap strings (checkboxes as `field___code` = "1"); `authored` is a FHIR
-    dateTime with a timezone; `status` defaults to completed when `<form>_complete` is 2, else
+    dateTime with a timezone (None when unknown); `status` defaults to completed when `<form>_complete` is 2, else
     in-progress; `missing_codes` are the project's missing-data codes; `timezone` (IANA) is the
     REDCap server's, applied to datetime values; `record` names the record in errors (default:
     the row's record id field).
     """
     record = record or _value(raw_row, dictionary.record_id_field) or id
-    if not _TZ.search(authored):
+    if authored is not None and not _TZ.search(authored):
         raise FhirBuildError(record, f"{form}_complete", f"authored {authored!r} has no timezone")
     base = canonical_base_of(questionnaire)
     reader = _Reader(base, missing_codes, ZoneInfo(timezone), record)
@@ -269,7 +269,8 @@ def build_questionnaire_response(
     }
     if encounter_ref:
         resource["encounter"] = {"reference": encounter_ref}
-    resource["authored"] = authored
+    if authored is not None:  # unknown (the form records no date): omitted, never guessed
+        resource["authored"] = authored
     items = _response_items(questionnaire.get("item", []), answers, enabled)
     if items:
         resource["item"] = items

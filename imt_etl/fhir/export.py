@@ -1,0 +1,117 @@
+"""Every FHIR resource of a run, from the valid rows: study resources, Questionnaires and responses.
+
+The study resources and Observations come from `imt_etl.fhir.study`; this module adds one
+Questionnaire per instrument (from the data dictionary) and one QuestionnaireResponse per valid
+row (from the row's REDCap strings), with the ids Observation.derivedFrom already points at.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from imt_etl.fhir.context import (
+    FhirContext,
+    encounter_id,
+    encounter_ref,
+    patient_ref,
+    questionnaire_response_id,
+)
+from imt_etl.fhir.ids import questionnaire_id
+from imt_etl.fhir.questionnaire import UnsupportedLogicReport, build_questionnaire
+from imt_etl.fhir.questionnaire_response import build_questionnaire_response
+from imt_etl.fhir.study import build_study_resources
+from imt_etl.redcap.tidy import KEY_COLUMNS, ProjectMeta
+
+log = logging.getLogger(__name__)
+
+Resources = dict[str, list[dict[str, Any]]]
+
+
+@dataclass
+class FhirBuild:
+    resources: Resources
+    unsupported_logic: list[UnsupportedLogicReport] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {kind: len(items) for kind, items in self.resources.items() if items}
+
+
+def build_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
+               meta: ProjectMeta, ctx: FhirContext) -> FhirBuild:
+    """All resources of the study from the valid instrument tables and their raw strings."""
+    resources = build_study_resources(valid, ctx.mapping, meta, ctx=ctx)
+    encounters = {e["id"] for e in resources.get("Encounter", [])}
+    questionnaires, responses, unsupported = [], [], []
+    for form in meta.dictionary.forms:
+        built = build_questionnaire(
+            meta.dictionary, form, canonical_base=ctx.canonical_base,
+            version=ctx.mapping.study.version, mapping=ctx.mapping,
+            id=questionnaire_id(ctx.study_id, form, ctx.mapping.study.version),
+        )
+        questionnaires.append(built.resource)
+        unsupported.extend(built.unsupported)
+        if form in valid:
+            responses.extend(_responses(form, valid[form], raw[form], built.resource, meta, ctx,
+                                        encounters))
+    resources["Questionnaire"] = questionnaires
+    resources["QuestionnaireResponse"] = responses
+    return FhirBuild(resources, unsupported)
+
+
+def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire: dict,
+               meta: ProjectMeta, ctx: FhirContext, encounters: set[str]) -> list[dict]:
+    """One QuestionnaireResponse per valid row, built from that row's REDCap strings."""
+    raw_by_key = {_key(row): row for row in raw.to_dict("records")}
+    date_field = _date_field(form, meta, ctx)
+    out = []
+    for row in valid.to_dict("records"):
+        key = _key(row)
+        record, event, instance = key[0], key[2], key[4]
+        raw_row = {k: ("" if v is None or v is pd.NA else str(v))
+                   for k, v in raw_by_key[key].items()}
+        raw_row.setdefault(meta.dictionary.record_id_field, record)
+        enc = encounter_id(ctx, record, event)
+        out.append(build_questionnaire_response(
+            questionnaire, raw_row, meta.dictionary, form,
+            subject_ref=patient_ref(ctx, record),
+            encounter_ref=encounter_ref(ctx, record, event) if enc in encounters else None,
+            authored=_authored(row.get(date_field) if date_field else None, ctx),
+            id=questionnaire_response_id(ctx, record, event, form, instance),
+            missing_codes=meta.missing_codes, timezone=ctx.timezone,
+            record=record,
+        ))
+    return out
+
+
+def _key(row: Mapping[str, Any]) -> tuple:
+    return tuple(None if pd.isna(row[k]) else row[k] for k in KEY_COLUMNS)
+
+
+def _date_field(form: str, meta: ProjectMeta, ctx: FhirContext) -> str | None:
+    """The field dating a form: its measures' effective field, else its first date field."""
+    for measure in ctx.mapping.measures:
+        if measure.instrument == form and measure.effective_field:
+            return measure.effective_field
+    for f in meta.dictionary.form_fields(form):
+        if f.field_type == "text" and f.validation.startswith("date"):
+            return f.name
+    return None
+
+
+def _authored(value: Any, ctx: FhirContext) -> str | None:
+    """The form's date at local midnight (study zone); None (omitted) when the form has none.
+
+    Never the run time: a re-run of unchanged data must give byte-identical resources.
+    """
+    if isinstance(value, datetime):
+        return ctx.local_datetime(value)
+    if isinstance(value, date):
+        return ctx.local_datetime(datetime(value.year, value.month, value.day))
+    return None

@@ -1,0 +1,162 @@
+"""Everything a run writes after extraction: validation and quality report, analysis tables,
+study report and FHIR files, each a plain function over the tidy tables.
+
+Layout under the output folder: quality/ (findings, quarantine, HTML), parquet/ (instrument and
+analysis tables, codebook), report/ (study report), fhir/ (NDJSON per type, bundles/).
+Analysis tables and FHIR need the study's mappings (`mappings/<study>/`); a project without them
+still gets validated, typed instrument tables and the quality report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+from imt_etl.config import Settings
+from imt_etl.faultpoints import maybe_crash
+from imt_etl.fhir.mappings import StudyMapping, load_study_mapping
+from imt_etl.privacy import drop_identifiers, pseudonym
+from imt_etl.redcap.tidy import ProjectMeta, TidyResult
+from imt_etl.summary import InstrumentCounts, RunSummary
+from imt_etl.tables.parquet import write_frame
+from imt_etl.validate import ValidationResult, validate_project, write_quality_report
+from imt_etl.validate.rules import StudyRules, load_rules
+
+log = logging.getLogger(__name__)
+
+
+def instruments_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "parquet" / "instruments"
+
+
+def fhir_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "fhir"
+
+
+@dataclass
+class StudyConfig:
+    """The configuration data of a study: its mapping (optional) and validation rules."""
+
+    mapping: StudyMapping | None
+    rules: StudyRules | None
+
+
+def load_study_config(settings: Settings, meta: ProjectMeta) -> StudyConfig:
+    mapping_dir = settings.mappings_root / settings.study
+    rules_file = settings.schemas_root / settings.study / "rules.yaml"
+    mapping = load_study_mapping(mapping_dir, meta.dictionary) if mapping_dir.is_dir() else None
+    rules = load_rules(rules_file) if rules_file.is_file() else None
+    if mapping is None:
+        log.warning("no mappings in %s: FHIR and analysis tables are skipped", mapping_dir)
+    return StudyConfig(mapping, rules)
+
+
+def validate_and_report(tidy: TidyResult, meta: ProjectMeta, rules: StudyRules | None,
+                        out_dir: Path, summary: RunSummary) -> ValidationResult:
+    """Validate, write the quality report, and record per-instrument counts."""
+    result = validate_project(tidy, meta, rules)
+    for path in write_quality_report(result, out_dir):
+        summary.add_file(path, out_dir)
+    for form, counts in result.counts.items():
+        summary.instruments[form] = InstrumentCounts(
+            rows_extracted=counts["extracted"], rows_valid=counts["valid"],
+            rows_quarantined=counts["quarantined"], warnings=counts["warnings"],
+        )
+    summary.stages["validation"] = {
+        "errors": len(result.errors), "warnings": len(result.warnings),
+        "seconds": round(result.seconds, 3),
+    }
+    maybe_crash("after-validation")
+    return result
+
+
+def pseudonymiser(settings: Settings) -> Callable[[str], str]:
+    return partial(pseudonym, key=settings.pseudonym_key, study=settings.study)
+
+
+def write_plain_instrument_tables(result: ValidationResult, meta: ProjectMeta,
+                                  settings: Settings, summary: RunSummary) -> None:
+    """Valid rows, typed, identifiers dropped: the instrument tables of an unmapped project."""
+    out_dir = Path(settings.out_dir)
+    pseudonymise = pseudonymiser(settings)
+    for form, frame in result.valid.items():
+        kept = drop_identifiers(frame, meta.dictionary, allow=settings.allowed_identifiers)
+        # The record id is an identifier too: the participant's pseudonym replaces it.
+        kept.insert(0, "participant", kept.pop("record_id").map(pseudonymise).astype("string"))
+        path = write_frame(instruments_dir(out_dir) / f"{form}.parquet", kept,
+                           frame.attrs.get("columns"), {"instrument": form})
+        summary.add_file(path, out_dir)
+
+
+def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
+                   settings: Settings, summary: RunSummary) -> None:
+    """Analysis tables under parquet/ and the study report under report/."""
+    from imt_etl.report.study import write_study_report
+    from imt_etl.tables.build import analysis_tables, default_config, write_tables
+
+    out_dir = Path(settings.out_dir)
+    config = default_config(meta, mapping)
+    built = analysis_tables(result.valid, meta, mapping, pseudonymise=pseudonymiser(settings),
+                            config=config)
+    for path in write_tables(built, out_dir / "parquet", mapping).values():
+        summary.add_file(path, out_dir)
+    maybe_crash("after-tables")
+    report = write_study_report(built, config, out_dir / "report", title=mapping.study.title)
+    summary.add_file(report, out_dir)
+    summary.stages["tables"] = {name: len(t.frame) for name, t in built.items()}
+
+
+def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
+               settings: Settings, summary: RunSummary, run_time: datetime) -> None:
+    """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources."""
+    from imt_etl.fhir.bundles import deletions_since, write_bundles
+    from imt_etl.fhir.context import FhirContext
+    from imt_etl.fhir.export import build_fhir
+    from imt_etl.fhir.ndjson import write_ndjson
+
+    out_dir = Path(settings.out_dir)
+    ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings))
+    build = build_fhir(result.valid, result.raw, meta, ctx)
+    resources = [r for items in build.resources.values() for r in items]
+    folder = fhir_dir(out_dir)
+    deletions = deletions_since(folder, resources)
+    counts = write_ndjson(resources, folder)
+    manifest = write_bundles(resources, folder / "bundles", bundle_size=settings.bundle_size,
+                             deletions=deletions)
+    summary.files_written.extend(
+        [f"fhir/{kind}.ndjson" for kind in counts]
+        + [f"fhir/bundles/{b.file}" for b in manifest.bundles] + ["fhir/bundles/manifest.json"]
+    )
+    summary.stages["fhir"] = {
+        "resources": counts, "deletions": len(deletions), "bundles": len(manifest.bundles),
+        "unsupported_branching_logic": [
+            {"field": u.field, "logic": u.logic, "reason": u.reason}
+            for u in build.unsupported_logic
+        ],
+    }
+
+
+def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: Settings, summary: RunSummary,
+                  run_time: datetime) -> ValidationResult:
+    """Every output after extraction, in dependency order, with per-stage durations."""
+    out_dir = Path(settings.out_dir)
+    study = load_study_config(settings, meta)
+    clock = time.perf_counter()
+    result = validate_and_report(tidy, meta, study.rules, out_dir, summary)
+    summary.durations_s["validate"] = round(time.perf_counter() - clock, 3)
+    if study.mapping is None:
+        write_plain_instrument_tables(result, meta, settings, summary)
+        return result
+    clock = time.perf_counter()
+    write_analysis(result, meta, study.mapping, settings, summary)
+    summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
+    write_fhir(result, meta, study.mapping, settings, summary, run_time)
+    summary.durations_s["fhir"] = round(time.perf_counter() - clock, 3)
+    return result
+
