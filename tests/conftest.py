@@ -10,7 +10,6 @@ import pytest
 from imt_etl.redcap.emulator import RedcapEmulator, new_token
 from imt_etl.redcap.model import ProjectDefinition
 
-
 TEST_PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef"
 
 

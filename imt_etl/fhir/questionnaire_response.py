@@ -240,10 +240,10 @@ def build_questionnaire_response(
     """The QuestionnaireResponse of one (record, event, instance, form) raw export row.
 
     `raw_row` holds REDCap strings (checkboxes as `field___code` = "1"); `authored` is a FHIR
-    dateTime with a timezone (None when unknown); `status` defaults to completed when `<form>_complete` is 2, else
-    in-progress; `missing_codes` are the project's missing-data codes; `timezone` (IANA) is the
-    REDCap server's, applied to datetime values; `record` names the record in errors (default:
-    the row's record id field).
+    dateTime with a timezone (None when unknown: then omitted); `status` defaults to completed
+    when `<form>_complete` is 2, else in-progress; `missing_codes` are the project's
+    missing-data codes; `timezone` (IANA) is the REDCap server's, applied to datetime values;
+    `record` names the record in errors (default: the row's record id field).
     """
     record = record or _value(raw_row, dictionary.record_id_field) or id
     if authored is not None and not _TZ.search(authored):
