@@ -26,6 +26,9 @@ examples:
   imt-etl demo --out /tmp/imt --json         same, machine-readable summary on stdout
   {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/
   {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/ --incremental
+  imt-etl validate --out out/                 re-check the last sync, exit 4 on errors
+  imt-etl publish --out out/ --fhir-base https://fhir.example.org/fhir
+  imt-etl questionnaire --form spirometry    print one instrument's FHIR Questionnaire
   imt-etl redcap-emulator --project imt_etl/studies/imt/imt_project.xml --port 8765
 
 exit codes: 0 ok, 2 configuration or input error, 3 REDCap error, 4 validation errors,
@@ -59,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--insecure", action="store_true", help="allow plain HTTP to a non-loopback host"
     )
+
+    val = sub.add_parser("validate", help="re-validate the last sync; exit 4 on errors")
+    _add_output_options(val)
+    val.add_argument("--study", default="imt", help="study rules: schemas/<study>/ (imt)")
+    val.add_argument("--warn-only", action="store_true", help="report errors but exit 0")
+
+    pub = sub.add_parser("publish", help="POST the last run's FHIR bundles to a FHIR server")
+    _add_output_options(pub)
+    pub.add_argument("--fhir-base", required=True, help="FHIR base URL, e.g. https://host/fhir")
+    pub.add_argument("--insecure", action="store_true", help="allow plain HTTP to a remote host")
+
+    que = sub.add_parser("questionnaire", help="print or write a project's FHIR Questionnaires")
+    _add_output_options(que)
+    que.add_argument("--project", type=Path, help="REDCap project XML (default: bundled IMT)")
+    que.add_argument("--form", help="one instrument only")
+    que.add_argument("--study", help="mappings/<study>/ for codes and units "
+                     "(default: imt for the bundled project, none otherwise)")
+    que.add_argument("--canonical-base", help="canonical base URL (default: the mapping's)")
+    que.add_argument("--write", type=Path, metavar="DIR", help="write JSON files into DIR")
 
     emu = sub.add_parser("redcap-emulator", help="serve a REDCap project XML over REDCap's API")
     emu.add_argument("--project", type=Path, help="REDCap project XML (default: bundled IMT)")
@@ -121,6 +143,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         "demo": commands.demo,
         "sync": commands.sync,
         "redcap-emulator": commands.redcap_emulator,
+        "validate": commands.validate,
+        "publish": commands.publish,
+        "questionnaire": commands.questionnaire,
     }[args.command]
     result = handler(args)
     if isinstance(result, dict) and getattr(args, "json", False):

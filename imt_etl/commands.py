@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -94,3 +95,112 @@ def print_summary(summary: RunSummary, out_dir: Path, title: str) -> None:
 
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def validate(args: argparse.Namespace) -> dict[str, Any]:
+    """Re-validate the last synced snapshot in --out; exit 4 on errors unless --warn-only."""
+    from dataclasses import asdict
+
+    from imt_etl.errors import ValidationFailed
+    from imt_etl.outputs import load_study_config, validate_and_report
+    from imt_etl.summary import now_iso
+
+    out_dir = Path(args.out)
+    meta, snapshot = pipeline.load_extraction_inputs(out_dir)
+    summary = RunSummary(project="validate", study=args.study, mode="validate",
+                         started_at=now_iso())
+    result = validate_and_report(pipeline.tidy(meta, snapshot), meta,
+                                 load_study_config(args.study, meta).rules, out_dir, summary)
+    if not (args.quiet or args.json):
+        print_findings(result, out_dir)
+    report = {"instruments": {k: asdict(v) for k, v in summary.instruments.items()},
+              "errors": len(result.errors), "warnings": len(result.warnings),
+              "report": str(out_dir / "quality" / "index.html")}
+    if result.has_errors and not args.warn_only:
+        if args.json:
+            print(json.dumps(report, indent=2, sort_keys=True))
+        raise ValidationFailed(
+            f"{len(result.errors)} validation error(s) in {out_dir}: see "
+            f"{out_dir / 'quality' / 'index.html'} (use --warn-only to exit 0)"
+        )
+    return report
+
+
+def print_findings(result: Any, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="validation findings", title_justify="left")
+    for name in ("instrument", "rule", "severity", "count"):
+        table.add_column(name, justify="right" if name == "count" else "left")
+    findings = result.findings
+    if len(findings):
+        grouped = findings.groupby(["instrument", "rule_id", "severity"]).size()
+        for (form, rule, severity), count in grouped.items():
+            table.add_row(form, rule, severity, str(count))
+    console.print(table)
+    console.print(f"{len(result.errors)} error(s), {len(result.warnings)} warning(s); "
+                  f"report: {out_dir / 'quality' / 'index.html'}")
+
+
+def publish(args: argparse.Namespace) -> dict[str, Any]:
+    """POST the last run's transaction bundles to a FHIR server."""
+    from imt_etl.fhir.publish import publish_bundles
+    from imt_etl.io import write_json_atomic
+
+    bundle_dir = Path(args.out) / "fhir" / "bundles"
+    if not (bundle_dir / "manifest.json").is_file():
+        raise ConfigError(f"no FHIR bundles in {bundle_dir}: run `imt-etl sync` or `demo` first")
+    printer = ProgressPrinter(enabled=not (args.quiet or args.json))
+    with printer:
+        report = publish_bundles(bundle_dir, args.fhir_base, allow_insecure_http=args.insecure,
+                                 progress=printer.update)
+    outcome = {
+        "base_url": report.base_url, "entries": report.entries,
+        "bundles": [vars(o) for o in report.outcomes],
+    }
+    write_json_atomic(Path(args.out) / "fhir" / "publish-report.json", outcome)
+    if not (args.quiet or args.json):
+        print(f"published {len(report.outcomes)} bundles ({report.entries} entries) to "
+              f"{report.base_url}")
+    return outcome
+
+
+def questionnaire(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Print (or write) the FHIR Questionnaires generated from a project's data dictionary."""
+    from imt_etl.fhir.export import project_questionnaires
+    from imt_etl.fhir.ndjson import dumps
+    from imt_etl.io import write_bytes_atomic
+    from imt_etl.redcap.project_xml import read_project_xml
+
+    if args.project is not None and not Path(args.project).is_file():
+        raise ConfigError(f"--project {args.project}: no such file")
+    from imt_etl.studies.imt import reference_project_path
+
+    reference_default = reference_project_path()
+    if args.project is None:
+        args.project = reference_default
+    project = read_project_xml(Path(args.project))
+    forms = [args.form] if args.form else project.dictionary.forms
+    unknown = [f for f in forms if f not in project.dictionary.forms]
+    if unknown:
+        raise ConfigError(f"--form {unknown[0]!r} is not an instrument of {args.project} "
+                          f"(instruments: {', '.join(project.dictionary.forms)})")
+    # The bundled project uses the reference mapping; another project only the one named.
+    study = args.study or ("imt" if args.project == reference_default else None)
+    built = project_questionnaires(project.dictionary, forms, study,
+                                   canonical_base=args.canonical_base)
+    for form, build in built.items():
+        for report in build.unsupported:
+            log.warning("%s.%s: branching logic %r kept as text: %s", form, report.field,
+                        report.logic, report.reason)
+        if args.write:
+            path = Path(args.write) / f"Questionnaire-{form}.json"
+            write_bytes_atomic(path, json.dumps(build.resource, indent=2).encode() + b"\n")
+        elif not args.json:
+            sys.stdout.write(dumps(build.resource).decode() + "\n")
+    if args.json:
+        return {form: build.resource for form, build in built.items()}
+    return None
+

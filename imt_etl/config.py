@@ -12,6 +12,8 @@ from imt_etl.errors import ConfigError
 TOKEN_ENV = "REDCAP_API_TOKEN"
 # Source checkouts and editable installs keep the study configuration beside the package.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAPPINGS_ROOT = PROJECT_ROOT / "mappings"
+SCHEMAS_ROOT = PROJECT_ROOT / "schemas"
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,8 @@ class Settings:
     timeout: float = 60.0
     verify_tls: bool = True
     run_time: datetime | None = None
-    mappings_root: Path = PROJECT_ROOT / "mappings"
-    schemas_root: Path = PROJECT_ROOT / "schemas"
+    mappings_root: Path = MAPPINGS_ROOT
+    schemas_root: Path = SCHEMAS_ROOT
     # Key of the participant pseudonyms (HMAC), never printed; None: read from the environment
     # (IMT_ETL_PSEUDONYM_KEY) when the run starts.
     pseudonym_key: bytes | None = field(default=None, repr=False)

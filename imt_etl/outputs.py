@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from imt_etl.config import Settings
+from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.fhir.mappings import StudyMapping, load_study_mapping
 from imt_etl.privacy import drop_identifiers, pseudonym
@@ -46,9 +46,11 @@ class StudyConfig:
     rules: StudyRules | None
 
 
-def load_study_config(settings: Settings, meta: ProjectMeta) -> StudyConfig:
-    mapping_dir = settings.mappings_root / settings.study
-    rules_file = settings.schemas_root / settings.study / "rules.yaml"
+def load_study_config(study: str, meta: ProjectMeta, *, mappings_root: Path = MAPPINGS_ROOT,
+                      schemas_root: Path = SCHEMAS_ROOT) -> StudyConfig:
+    """The study's mapping (`<mappings_root>/<study>/`) and rules (`<schemas_root>/<study>/`)."""
+    mapping_dir = Path(mappings_root) / study
+    rules_file = Path(schemas_root) / study / "rules.yaml"
     mapping = load_study_mapping(mapping_dir, meta.dictionary) if mapping_dir.is_dir() else None
     rules = load_rules(rules_file) if rules_file.is_file() else None
     if mapping is None:
@@ -145,7 +147,8 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: Settings, summa
                   run_time: datetime) -> ValidationResult:
     """Every output after extraction, in dependency order, with per-stage durations."""
     out_dir = Path(settings.out_dir)
-    study = load_study_config(settings, meta)
+    study = load_study_config(settings.study, meta, mappings_root=settings.mappings_root,
+                              schemas_root=settings.schemas_root)
     clock = time.perf_counter()
     result = validate_and_report(tidy, meta, study.rules, out_dir, summary)
     summary.durations_s["validate"] = round(time.perf_counter() - clock, 3)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the reference project loaded once, a live emulator serving a copy of it."""
+"""Shared fixtures: the reference project, a live emulator serving a copy, and one demo run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from imt_etl import cli
 from imt_etl.redcap.emulator import RedcapEmulator, new_token
 from imt_etl.redcap.model import ProjectDefinition
 
@@ -35,3 +36,23 @@ def live_reference(reference_project):
     project = copy.deepcopy(reference_project)
     with RedcapEmulator(project, token=token, load_time=loaded) as emulator:
         yield emulator, token
+
+
+def _files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes()
+            for pattern in ("fhir/**/*.ndjson", "fhir/bundles/*.json", "parquet/**/*.parquet")
+            for p in sorted(out.glob(pattern))}
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0
+    first = _files(out)
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0
+    return out, first, _files(out)
+
+
+@pytest.fixture(scope="session")
+def demo_out(demo_runs):
+    return demo_runs[0]

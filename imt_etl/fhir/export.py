@@ -11,10 +11,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from imt_etl.config import MAPPINGS_ROOT
 from imt_etl.fhir.context import (
     FhirContext,
     encounter_id,
@@ -23,9 +25,15 @@ from imt_etl.fhir.context import (
     questionnaire_response_id,
 )
 from imt_etl.fhir.ids import questionnaire_id
-from imt_etl.fhir.questionnaire import UnsupportedLogicReport, build_questionnaire
+from imt_etl.fhir.mappings import load_study_mapping
+from imt_etl.fhir.questionnaire import (
+    QuestionnaireBuild,
+    UnsupportedLogicReport,
+    build_questionnaire,
+)
 from imt_etl.fhir.questionnaire_response import build_questionnaire_response
 from imt_etl.fhir.study import build_study_resources
+from imt_etl.redcap.dictionary import DataDictionary
 from imt_etl.redcap.tidy import KEY_COLUMNS, ProjectMeta
 
 log = logging.getLogger(__name__)
@@ -115,3 +123,22 @@ def _authored(value: Any, ctx: FhirContext) -> str | None:
     if isinstance(value, date):
         return ctx.local_datetime(datetime(value.year, value.month, value.day))
     return None
+
+
+DEFAULT_CANONICAL_BASE = "https://imt-etl.org/fhir"
+
+
+def project_questionnaires(dictionary: DataDictionary, forms: list[str], study: str | None, *,
+                           canonical_base: str | None = None,
+                           mappings_root: Path = MAPPINGS_ROOT) -> dict[str, QuestionnaireBuild]:
+    """Questionnaires of some instruments; the study's mapping (if any) adds codes and units."""
+    folder = Path(mappings_root) / study if study else None
+    mapping = load_study_mapping(folder, dictionary) if folder and folder.is_dir() else None
+    base = canonical_base or (mapping.study.canonical_base if mapping else DEFAULT_CANONICAL_BASE)
+    version = mapping.study.version if mapping else "1.0.0"
+    return {
+        form: build_questionnaire(dictionary, form, canonical_base=base, version=version,
+                                  mapping=mapping,
+                                  id=questionnaire_id(study or "redcap", form, version))
+        for form in forms
+    }
