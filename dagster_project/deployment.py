@@ -1,9 +1,10 @@
-"""Which REDCap the definitions talk to, chosen by environment variables (read at load time).
+"""What one deployment serves, read from the environment when the definitions load.
 
-IMT_ETL_DEPLOYMENT=emulator (default) serves the bundled reference project on loopback;
-IMT_ETL_DEPLOYMENT=redcap uses REDCAP_API_URL and the token in REDCAP_API_TOKEN (as a Dagster
-EnvVar: resolved at launch, never shown in the UI). IMT_ETL_OUT sets the output folder and
-IMT_ETL_DICTIONARY a data-dictionary CSV listing the instruments of a non-reference project.
+IMT_ETL_PROJECTS names a projects file (see projects.py); without it IMT_ETL_DEPLOYMENT picks the
+single project: `emulator` (default: the bundled reference study on loopback) or `redcap`
+(REDCAP_API_URL, token in REDCAP_API_TOKEN). IMT_ETL_OUT sets the output root and
+IMT_ETL_DICTIONARY a data-dictionary CSV listing the instruments (default: the reference study's;
+every project of one deployment is expected to share these instruments, as sites of one study do).
 """
 
 from __future__ import annotations
@@ -12,14 +13,7 @@ import csv
 import os
 from pathlib import Path
 
-import dagster as dg
-
-from dagster_project.resources import (
-    EmulatorRedcapResource,
-    OutputResource,
-    RedcapResource,
-    RedcapSource,
-)
+from imt_etl.errors import ConfigError
 from imt_etl.redcap.dictionary import DataDictionary
 
 REFERENCE_DICTIONARY = (
@@ -27,31 +21,11 @@ REFERENCE_DICTIONARY = (
 )
 
 
-def deployment() -> str:
-    value = os.environ.get("IMT_ETL_DEPLOYMENT", "emulator").strip().lower()
-    if value not in ("emulator", "redcap"):
-        raise dg.DagsterInvalidDefinitionError(
-            f"IMT_ETL_DEPLOYMENT must be 'emulator' or 'redcap' (got {value!r})"
-        )
-    return value
-
-
 def instrument_names() -> list[str]:
     """Instruments from the configured data-dictionary CSV (default: the reference study's)."""
     path = Path(os.environ.get("IMT_ETL_DICTIONARY") or REFERENCE_DICTIONARY)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return DataDictionary.from_csv_rows(csv.DictReader(handle)).forms
-
-
-def redcap_source() -> RedcapSource:
-    if deployment() == "emulator":
-        return EmulatorRedcapResource(project_name="imt-demo")
-    return RedcapResource(
-        url=os.environ.get("REDCAP_API_URL", ""),
-        token=dg.EnvVar("REDCAP_API_TOKEN"),
-        project_name=os.environ.get("IMT_ETL_PROJECT", "redcap"),
-    )
-
-
-def output() -> OutputResource:
-    return OutputResource(out_dir=os.environ.get("IMT_ETL_OUT", "out/dagster"))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return DataDictionary.from_csv_rows(csv.DictReader(handle)).forms
+    except OSError as exc:
+        raise ConfigError(f"data dictionary {path}: cannot be read ({exc.strerror})") from exc
