@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,24 @@ def token() -> str:
 
 
 @pytest.fixture(scope="session")
-def clean_outputs(reference_project, token, tmp_path_factory) -> tuple[Path, Path]:
-    """(before, after): clean full syncs of the reference data, then of it after change_data."""
+def run_time() -> datetime:
+    """One run time for every compared run (statuses depend on it)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(scope="session")
+def clean_outputs(reference_project, token, run_time, tmp_path_factory) -> tuple[Path, Path]:
+    """(before, after): a clean full sync of the reference data, and a copy of it brought up to
+    date by a clean incremental sync after change_data (what every recovered run must equal)."""
     root = tmp_path_factory.mktemp("clean")
+    before, after = root / "before", root / "after"
     with emulator_for(reference_project, token) as emulator:
-        pipeline.run(fast_settings(emulator.url, token, root / "before"))
+        pipeline.run(fast_settings(emulator.url, token, before, run_time=run_time))
+        shutil.copytree(before, after)
         change_data(emulator)
-        pipeline.run(fast_settings(emulator.url, token, root / "after"))
-    return root / "before", root / "after"
+        pipeline.run(fast_settings(emulator.url, token, after, run_time=run_time),
+                     incremental=True)
+    return before, after
 
 
 @pytest.fixture()
