@@ -5,9 +5,12 @@ reached; n defaults to 1) in the environment of an `imt-etl` process. Points:
 
 - `extract-batch`        after a batch of records arrived, before the snapshot is saved
 - `after-snapshot-save`  the new raw snapshot is on disk, the sync state is not yet advanced
-- `after-state-save`     the sync state was advanced, no table written yet
-- `write-table`          after an instrument table was written (others still old)
-- `atomic-write`         inside every atomic write, temp file complete but not yet renamed
+- `after-state-save`     the sync state was advanced, no other output written yet
+- `after-validation`     the quality report is written, tables and FHIR not yet
+- `after-tables`         analysis tables written, study report and FHIR not yet
+- `write-table`          after `pipeline.write_instrument_table` wrote a table
+- `atomic-write`         inside every atomic write (imt_etl.io), temp file complete but not
+                         renamed: `atomic-write:<n>` dies inside the n-th file of the run
 
 Unset (the normal case) the hook costs one dictionary lookup. It is not a user feature: it exists
 so that tests can prove a run killed anywhere leaves readable, consistent outputs.
