@@ -25,8 +25,17 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     with emulated_project() as (url, token):
         settings = Settings(redcap_url=url, token=token, out_dir=args.out, study="imt",
                             project_name="imt-demo", batch_size=args.batch_size,
-                            pseudonym_key=key_from_env(allow_demo=True))
+                            pseudonym_key=_demo_key())
         return _run_and_report(settings, args, incremental=False, title="imt-etl demo")
+
+
+def _demo_key() -> bytes:
+    """The configured pseudonym key, else (synthetic data only) the published demo key."""
+    import os
+
+    from imt_etl.privacy import DEMO_KEY, KEY_ENV
+
+    return key_from_env() if os.environ.get(KEY_ENV, "").strip() else DEMO_KEY
 
 
 def sync(args: argparse.Namespace) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def key_from_env(env: Mapping[str, str] | None = None, *, allow_demo: bool = Fal
     value = (env if env is not None else os.environ).get(KEY_ENV, "").strip()
     if not value:
         if allow_demo:
-            log.info("%s is not set: using the published demo key (demo data only)", KEY_ENV)
+            log.warning("%s is not set: using the published demo key (demo data only)", KEY_ENV)
             return DEMO_KEY
         raise ConfigError(
             f"set the pseudonym key in the environment variable {KEY_ENV} (a random secret of "
