@@ -1,0 +1,149 @@
+"""Crash safety: a sync killed with SIGKILL at any stage leaves readable outputs, each file
+either its previous or its next version, and the next run completes and equals a clean run.
+
+Kill points are deterministic: each child process gets IMT_ETL_TEST_CRASH_AT (see
+imt_etl.faultpoints). All children run at once against one emulator in this process, each on a
+copy of the previous run's output folder, as do the recovery runs after them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imt_etl.config import TOKEN_ENV
+from imt_etl.faultpoints import CRASH_ENV
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reliability_helpers import (  # noqa: E402
+    assert_all_readable,
+    assert_same_outputs,
+    change_data,
+    emulator_for,
+    fingerprint,
+    output_files,
+    same_file,
+)
+
+pytestmark = pytest.mark.slow  # eight runs in child processes (four of them whole)
+
+CHILD = Path(__file__).with_name("sync_child.py")
+
+# name -> kill point of an incremental sync (two changed records, one per batch). The atomic
+# writes of such a sync go: 1-3 state (snapshot, design, sync state), 4-6 quality/, 7-19 instrument
+# tables, 20-27 analysis tables, 28-32 report/, 33-40 FHIR NDJSON, then bundles, manifest, summary.
+CASES = {
+    "during-extraction": "extract-batch:1",
+    "validated": "after-validation",
+    "inside-a-table-write": "atomic-write:12",
+    "inside-the-fhir-writes": "atomic-write:36",
+}
+
+
+def spawn(url: str, out: Path, token: str, run_time, point: str | None) -> subprocess.Popen:
+    env = {**os.environ, TOKEN_ENV: token}
+    env.pop(CRASH_ENV, None)
+    if point:
+        env[CRASH_ENV] = point
+    command = [sys.executable, str(CHILD), url, str(out), run_time.isoformat(), "incremental"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(children: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str]]:
+    results = {}
+    for name, child in children.items():
+        err = child.communicate(timeout=300)[1].decode()
+        results[name] = (child.returncode, err)
+    return results
+
+
+def is_temp(name: str) -> bool:
+    return Path(name).name.startswith(".") and name.endswith(".tmp")
+
+
+@pytest.fixture(scope="module")
+def crash_runs(reference_project, token, run_time, clean_outputs, tmp_path_factory):
+    """Kill one sync per case, then run each folder again; everything observed, by case."""
+    before, _ = clean_outputs
+    root = tmp_path_factory.mktemp("crash")
+    folders = {name: root / name for name in CASES}
+    previous = {}
+    for name, out in folders.items():
+        shutil.copytree(before, out)
+        previous[name] = fingerprint(out)
+    with emulator_for(reference_project, token) as server:
+        change_data(server)
+        killed = finish({name: spawn(server.url, folders[name], token, run_time, point)
+                         for name, point in CASES.items()})
+        # What a reader sees after the crash, kept for the assertions below.
+        snapshot_root = root / "after-crash"
+        for name, out in folders.items():
+            shutil.copytree(out, snapshot_root / name)
+        recovered = finish({name: spawn(server.url, folders[name], token, run_time, None)
+                            for name in CASES})
+    return folders, previous, killed, snapshot_root, recovered
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_killed_run_leaves_previous_or_next_versions_only(crash_runs, clean_outputs, name):
+    _, previous, killed, snapshot_root, _ = crash_runs
+    code, err = killed[name]
+    assert code == -signal.SIGKILL, err  # it really died at its kill point
+    out = snapshot_root / name
+    before, after = clean_outputs
+    assert_all_readable(out)
+    files = [n for n in output_files(out) if not is_temp(n)]
+    assert sorted(files) == sorted(previous[name])  # nothing missing, nothing half-made
+    new = sorted(n for n in files if n != "state/.lock"
+                 and not same_file(out / n, before / n))
+    stray = [n for n in new if not same_file(out / n, after / n)
+             and n not in ("state/sync-state.json",)]
+    assert stray == []  # every changed file is exactly its next version
+    expected_new = {
+        "during-extraction": [],
+        "snapshot-saved": ["state/project-meta.json", "state/raw-records.parquet"],
+    }
+    if name in expected_new:
+        assert [n for n in new if n != "state/project-meta.json"] == [
+            n for n in expected_new[name] if n != "state/project-meta.json"]
+    elif name == "validated":
+        assert "state/sync-state.json" in new and not any(n.startswith("parquet/") for n in new)
+        assert any(n.startswith("quality/") for n in new)
+    elif name == "inside-a-table-write":
+        assert len([n for n in new if n.startswith("parquet/instruments/")]) == 5
+        assert not any(n.startswith("fhir/") for n in new)
+    else:  # files 33-35: CodeSystem (unchanged by the edit), Encounter, Observation
+        fhir = {n for n in new if n.startswith("fhir/")}
+        assert fhir and fhir <= {"fhir/CodeSystem.ndjson", "fhir/Encounter.ndjson",
+                                 "fhir/Observation.ndjson"}
+    temps = [n for n in output_files(out) if is_temp(n)]
+    # A kill between a temp file's completion and its rename leaves that one temp file.
+    assert len(temps) == (1 if CASES[name].startswith("atomic-write") else 0)
+
+
+# Known gaps (strict: a fix makes these pass and the marker must go). Two outputs are diffs
+# against the previous run's outputs: the quality report's "since the previous run" trend reads
+# quality/findings.parquet, FHIR DELETE entries compare with the previous fhir/*.ndjson. A run
+# killed after rewriting those files makes the next run diff against its half-new outputs: the
+# trend says "0 new" and the DELETEs of the deleted record's resources are never emitted.
+TREND = "quality trend diffs against the crashed run's findings.parquet"
+DELETES = "FHIR DELETEs diff against the crashed run's NDJSON: deletions lost"
+KNOWN_GAPS = {"validated": TREND, "inside-a-table-write": TREND,
+              "inside-the-fhir-writes": f"{TREND}; {DELETES}"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_GAPS[n], strict=True))
+    if n in KNOWN_GAPS else n for n in CASES
+])
+def test_the_next_run_completes_and_equals_a_clean_run(crash_runs, clean_outputs, name):
+    folders, _, _, _, recovered = crash_runs
+    code, err = recovered[name]
+    assert code == 0, err
+    assert_same_outputs(folders[name], clean_outputs[1])
