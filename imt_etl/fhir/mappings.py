@@ -33,6 +33,8 @@ from imt_etl.redcap.dictionary import DataDictionary, Field
 logger = logging.getLogger(__name__)
 
 STUDY_FILE = "study.yaml"
+# Other files of a study folder that are not instrument mappings (analysis settings: tables).
+NON_INSTRUMENT_FILES = frozenset({STUDY_FILE, "analysis.yaml"})
 TARGETS = ("observation", "component", "questionnaire_only", "excluded")
 # The R4 observation-category value set (http://terminology.hl7.org/CodeSystem/observation-category).
 CATEGORIES = (
@@ -784,7 +786,7 @@ def _check_instrument_files(folder: Path, study: StudyInfo) -> None:
             where = _Ctx(STUDY_FILE, f"instruments[{i}]")
             raise where.error(f"file {name!r} not found in {folder}")
     for path in sorted(folder.glob("*.yaml")):
-        if path.name != STUDY_FILE and path.name not in listed:
+        if path.name not in NON_INSTRUMENT_FILES and path.name not in listed:
             where = _Ctx(STUDY_FILE, "instruments")
             raise where.error(f"{path.name} is in the folder but not listed")
 

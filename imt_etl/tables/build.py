@@ -15,7 +15,7 @@ from imt_etl.tables.adherence import training_tables
 from imt_etl.tables.change import change_from_baseline
 from imt_etl.tables.codebook import codebook
 from imt_etl.tables.common import AnalysisTable, Pseudonymise, identity
-from imt_etl.tables.config import AnalysisConfig, imt_config
+from imt_etl.tables.config import AnalysisConfig, study_analysis_config
 from imt_etl.tables.instruments import analysis_instruments
 from imt_etl.tables.long import observations_long
 from imt_etl.tables.parquet import write_frame
@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def default_config(meta: ProjectMeta, mapping: StudyMapping) -> AnalysisConfig:
-    """The reference study's config, else events as visits with no periods, training or scores."""
-    if mapping.study.study_id == "imt":
-        return imt_config()
+    """The study's `analysis.yaml` beside its mappings, else events as visits with no periods,
+    training or scores."""
+    configured = study_analysis_config(mapping.folder)
+    if configured is not None:
+        return configured
     repeating = {r.event for r in meta.repeating}
     events = tuple(e for e in meta.event_arms if e not in repeating)
     return AnalysisConfig(event_labels={e: e for e in meta.event_arms}, event_weeks={},

@@ -63,9 +63,10 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
     rows = []
     for participant, arm in participants:
         for m in measures:
-            for period in config.periods:
-                start = by_visit.get((participant, period.from_event), {})
-                end = by_visit.get((participant, period.to_event), {})
+            for period in config.periods_for(m.measure_id):
+                from_event, to_event = period.events(plain(arm))
+                start = by_visit.get((participant, from_event), {})
+                end = by_visit.get((participant, to_event), {})
                 before, after = plain(start.get(m.measure_id)), plain(end.get(m.measure_id))
                 better = m.higher_is_better
                 category = (change_category(before, after, better)
@@ -75,7 +76,7 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
                     "participant": participant, "arm": plain(arm), "measure_id": m.measure_id,
                     "label": m.label, "unit": m.unit, "direction": m.direction,
                     "period": period.name, "period_label": period.label,
-                    "from_event": period.from_event, "to_event": period.to_event,
+                    "from_event": from_event, "to_event": to_event,
                     "from_date": from_date, "to_date": to_date,
                     "days": (to_date - from_date).days if from_date and to_date else None,
                     "from_value": before, "to_value": after,

@@ -138,7 +138,8 @@ def _score_row(record: str, event: str, values: Mapping[str, Any], sex: str | No
     where = f"record {record}, event {event}"
     row: dict[str, Any] = {}
     items = [_as_int(values.get(f)) for f in cfg.fss_items]
-    row["fss_mean"] = _safe("FSS", where, scores.fss_score, items)
+    # A study without the FSS (no items configured) gets null columns, not a warning per row.
+    row["fss_mean"] = _safe("FSS", where, scores.fss_score, items) if items else None
     row["fss_significant_fatigue"] = scores.fss_significant_fatigue(row["fss_mean"])
     rand = {i: _as_int(values.get(f)) for i, f in enumerate(cfg.rand36_items, start=1)}
     scales = _safe("RAND-36", where, scores.rand36_scales, rand) \
@@ -152,7 +153,7 @@ def _score_row(record: str, event: str, values: Mapping[str, Any], sex: str | No
     row["date"] = visit_day
     age = (visit_day - dob).days / 365.25 if visit_day and dob else None
     row["age_years"] = age
-    known = sex is not None and age is not None
+    known = bool(cfg.mip_devices) and sex is not None and age is not None
     row["mip_predicted"] = _safe("predicted MIP", where, scores.predicted_mip, sex, age) \
         if known else None
     row["mip_lln"] = _safe("MIP LLN", where, scores.lln_mip, sex, age) if known else None
@@ -204,8 +205,7 @@ def scores_tables(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
         return conversion.factor_for(None if code is None else str(code)) \
             if code is not None or not conversion.from_unit_field else 1.0
 
-    tis_cfg = scores.TisConfig(enzyme_uln={"ck": cfg.ck_uln})
-    base_event, _ = cfg.tis_events
+    tis_cfg = scores.TisConfig(enzyme_uln={"ck": cfg.ck_uln}, mmt_max=cfg.mmt_max)
     order = {e: i for i, e in enumerate(config.visit_events)}
     rows = []
     keys = sorted((k for k in merged if k[1] in order),
@@ -221,6 +221,7 @@ def scores_tables(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
         if all(v is None for v in scored.values()):
             continue  # no assessment at this visit (e.g. only the completion form)
         row.update(scored)
+        base_event = cfg.tis_baseline(_as_int(values.get("redcap_arm")))
         base = merged.get((record, base_event))
         if base is not None and order[event] > order.get(base_event, len(order)):
             row.update(_tis(_core_set(base, cfg, ck_factor), _core_set(values, cfg, ck_factor),

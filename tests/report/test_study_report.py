@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from imt_etl.config import MAPPINGS_ROOT
 from imt_etl.report.study import change_summary, write_study_report
 from imt_etl.tables.build import analysis_tables
-from imt_etl.tables.config import imt_config
+from imt_etl.tables.config import load_analysis_config
 
 pytest.importorskip("matplotlib")
 
@@ -61,3 +62,8 @@ def test_report_on_an_empty_project(built, tmp_path):
     assert "0 participants" in page.read_text(encoding="utf-8")
     assert change_summary(empty["change_from_baseline"].frame).empty
     assert isinstance(empty["visits_wide"].frame, pd.DataFrame)
+
+
+def imt_config():
+    """The reference study's analysis settings (mappings/imt/analysis.yaml)."""
+    return load_analysis_config(MAPPINGS_ROOT / "imt" / "analysis.yaml")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from imt_etl.config import MAPPINGS_ROOT
 from imt_etl.studies.imt import reference_deviations
 from imt_etl.studies.imt.progression import expected_loads as imt_expected_loads
 from imt_etl.tables.adherence import expected_loads, training_tables
-from imt_etl.tables.config import ProgressionRule, imt_config
+from imt_etl.tables.config import ProgressionRule, load_analysis_config
 
 
 def deviation_keys(frame: pd.DataFrame) -> list[tuple]:
@@ -80,3 +81,8 @@ def test_rule_parameters_change_the_expectation():
         10, 10, 10, 15]
     with pytest.raises(ValueError, match="2 loads but 1"):
         expected_loads(10, [1, 2], [1.0], ProgressionRule())
+
+
+def imt_config():
+    """The reference study's analysis settings (mappings/imt/analysis.yaml)."""
+    return load_analysis_config(MAPPINGS_ROOT / "imt" / "analysis.yaml")
