@@ -1,0 +1,1 @@
+"""Scale benchmarks of the whole pipeline, run on demand (`make bench`), not in the test suite."""

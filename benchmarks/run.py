@@ -1,0 +1,166 @@
+"""Run the scale benchmarks and rewrite the results table in benchmarks/RESULTS.md.
+
+    python benchmarks/run.py [--quick] [--sizes 1000,10000] [--reps 3,1] [--no-write]
+
+Each full sync, incremental sync, baseline and stage run is its own subprocess (so its peak RSS
+is its own) against one emulator per size served on loopback by this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.report import render, write_results  # noqa: E402
+from benchmarks.workload import BATCH_SIZE, change_records, make_project, serve  # noqa: E402
+
+log = logging.getLogger("benchmarks")
+ROOT = Path(__file__).resolve().parent.parent
+INCREMENTAL_FRACTION = 0.01
+
+
+def run_child(mode: str, url: str, token: str, out_dir: Path) -> dict:
+    """One measurement in a fresh interpreter; the token goes over stdin, never argv."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.child", mode, url, str(out_dir)],
+        input=token + "\n", capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child {mode!r} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def emulator_rate(emulator, batch_size: int = BATCH_SIZE) -> dict[str, float]:
+    """The emulator's own flat JSON export (no HTTP, no client), in the pipeline's batches."""
+    from imt_etl.redcap.emulator_store import export_records
+
+    store = emulator.store
+    ids = store.record_ids()
+    rows = size = 0
+    started = time.perf_counter()
+    for start in range(0, len(ids), batch_size):
+        response = export_records(store, {"content": "record", "format": "json", "type": "flat",
+                                          "records": ids[start:start + batch_size]})
+        size += len(response.body)
+        rows += response.body.count(b'{"')
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": rows, "rows_per_s": rows / seconds,
+            "mb_per_s": size / seconds / 1e6}
+
+
+def bench_size(n: int, reps: int, workdir: Path) -> dict:
+    """Every figure at one project size; baseline and full sync alternate within each repeat."""
+    started = time.perf_counter()
+    project = make_project(n)
+    result: dict = {"participants": n, "rows": len(project.rows), "reps": reps,
+                    "generate_s": time.perf_counter() - started}
+    with serve(project) as (emulator, token):
+        result["emulator"] = emulator_rate(emulator)
+        full, baseline = [], []
+        for rep in range(reps):
+            out = workdir / f"n{n}-full-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            baseline.append(run_child("baseline", emulator.url, token, workdir / f"n{n}-base"))
+            full.append(run_child("full", emulator.url, token, out))
+            log.info("n=%d rep %d: full %.1f s, baseline %.1f s", n, rep,
+                     full[-1]["seconds"], baseline[-1]["seconds"])
+        result["full"], result["baseline"] = full, baseline
+        incremental = []
+        for _ in range(reps):
+            changed = change_records(emulator, INCREMENTAL_FRACTION, seed=len(incremental))
+            got = run_child("incremental", emulator.url, token, workdir / f"n{n}-full-{reps - 1}")
+            got["changed"] = len(changed)
+            incremental.append(got)
+        result["incremental"] = incremental
+        result["stages"] = run_child("stages", emulator.url, token, workdir / f"n{n}-stages")
+    result["summary"] = summarise(result)
+    return result
+
+
+def summarise(result: dict) -> dict[str, float]:
+    """Medians over repeats; ratios are taken within each repeat, then their median."""
+    full = [r["seconds"] for r in result["full"]]
+    base = [r["seconds"] for r in result["baseline"]]
+    full_median = statistics.median(full)
+    stages = result["stages"]
+    return {
+        "full_s": full_median,
+        "baseline_s": statistics.median(base),
+        "ratio": statistics.median(f / b for f, b in zip(full, base, strict=True)),
+        "incremental_s": statistics.median(r["seconds"] for r in result["incremental"]),
+        "incremental_fraction": statistics.median(
+            r["seconds"] for r in result["incremental"]) / full_median,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in result["full"]),
+        "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in result["baseline"]),
+        "extract_rows_per_s": stages["rows"] / stages["extract_s"],
+        "validate_cells_per_s": stages["cells"] / stages["validate_s"],
+        "fhir_build_per_s": stages["resources"] / stages["fhir_build_s"],
+        "fhir_serialise_per_s": stages["resources"] / stages["fhir_serialise_s"],
+        "fhir_write_per_s": stages["resources"] / (stages["ndjson_write_s"]
+                                                   + stages["bundles_write_s"]),
+        "parquet_rows_per_s": stages["parquet_rows"] / stages["parquet_write_s"],
+        "emulator_rows_per_s": result["emulator"]["rows_per_s"],
+    }
+
+
+def machine() -> dict[str, str]:
+    memory = "unknown"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
+    return {"cores": str(os.cpu_count()), "memory": memory, "python": platform.python_version(),
+            "platform": platform.platform(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, no write")
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--reps", default="3,1", help="repeats per size, in --sizes order")
+    parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
+    parser.add_argument("--workdir", type=Path, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("imt_etl").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",")]
+    reps = [1] if args.quick else [int(r) for r in args.reps.split(",")]
+    reps += [reps[-1]] * (len(sizes) - len(reps))
+    command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="imt-bench-"))
+    started = time.perf_counter()
+    try:
+        results = [bench_size(n, r, workdir) for n, r in zip(sizes, reps, strict=True)]
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    run = {"command": command.strip(), "machine": machine(), "sizes": results,
+           "total_s": time.perf_counter() - started}
+    table = render(run)
+    sys.stdout.write(table + "\n")
+    if not (args.quick or args.no_write):
+        write_results(run, table)
+    return run
+
+
+if __name__ == "__main__":
+    main()
