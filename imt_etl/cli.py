@@ -24,6 +24,7 @@ EPILOG = f"""\
 examples:
   imt-etl demo                               run the whole pipeline on the bundled IMT project
   imt-etl demo --out /tmp/imt --json         same, machine-readable summary on stdout
+  imt-etl demo --study adl --out /tmp/adl    the bundled two-arm ADL training project
   {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/
   {TOKEN_ENV}=... imt-etl sync --url https://redcap.example.org/api/ --incremental
   imt-etl validate --out out/                 re-check the last sync, exit 4 on errors
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the pipeline on the bundled reference project")
     _add_output_options(demo)
     demo.add_argument("--batch-size", type=int, default=10, help="records per API call (10)")
+    demo.add_argument("--study", default="imt",
+                      help="bundled study project to run: imt (reference) or adl (two-arm)")
 
     sync = sub.add_parser("sync", help="sync a REDCap project (token from the environment)")
     _add_output_options(sync)

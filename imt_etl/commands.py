@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 def demo(args: argparse.Namespace) -> dict[str, Any]:
     from imt_etl.demo import emulated_project
+    from imt_etl.studies import bundled_project_path
 
-    with emulated_project() as (url, token):
-        settings = Settings(redcap_url=url, token=token, out_dir=args.out, study="imt",
-                            project_name="imt-demo", batch_size=args.batch_size,
+    study = getattr(args, "study", "imt")
+    with emulated_project(bundled_project_path(study)) as (url, token):
+        settings = Settings(redcap_url=url, token=token, out_dir=args.out, study=study,
+                            project_name=f"{study}-demo", batch_size=args.batch_size,
                             pseudonym_key=_demo_key())
         return _run_and_report(settings, args, incremental=False, title="imt-etl demo")
 
