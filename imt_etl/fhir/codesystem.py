@@ -51,7 +51,7 @@ def _concepts(concepts: Sequence[Coding]) -> list[dict[str, str]]:
 
 def _default_description(mapping: StudyMapping) -> str:
     study = mapping.study
-    nct = f" ({study.nct_id})" if study.nct_id else ""
+    nct = f" ({', '.join(study.trial_ids)})" if study.trial_ids else ""
     return (
         f"Local codes of study {study.title}{nct} for measures without a verified LOINC code; "
         f"mapping version {study.version}, LOINC version assumed {study.loinc_version}."

@@ -50,6 +50,8 @@ CODESYSTEM_STATUSES = ("draft", "active", "retired", "unknown")
 PASSTHROUGH_STUDY_KEYS = frozenset({"pseudonymisation", "date_shifting"})
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Trial registry ids the ResearchStudy identifier knows a system for (imt_etl.fhir.study).
+REGISTRY_ID_RE = re.compile(r"(NCT|ISRCTN)\d{8}")
 _LOCAL_CODE_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 # Derived-measure outputs that can be checked without calling the function.
 _OUTPUT_KEYS: dict[str, tuple[str, ...]] = {"rand36_scales": tuple(scores.SCALES)}
@@ -206,6 +208,12 @@ class StudyInfo:
     codesystem: CodeSystemInfo
     instruments: tuple[str, ...]
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    registry_id: str = ""  # a trial registry id other than nct_id (e.g. ISRCTN12345678)
+
+    @property
+    def trial_ids(self) -> tuple[str, ...]:
+        """The study's trial registry ids (NCT, ISRCTN), without repeats."""
+        return tuple(dict.fromkeys(i for i in (self.nct_id, self.registry_id) if i))
 
 
 @dataclass(frozen=True)
@@ -329,7 +337,8 @@ class _Ctx:
 # --- study.yaml ---------------------------------------------------------------------------------
 
 _STUDY_KEYS = (
-    "version", "study_id", "title", "nct_id", "canonical_base", "timezone", "loinc_version",
+    "version", "study_id", "title", "nct_id", "registry_id", "canonical_base", "timezone",
+    "loinc_version",
     "codesystem", "instruments", "terminology", *sorted(PASSTHROUGH_STUDY_KEYS),
 )
 _STUDY_REQUIRED = (
@@ -348,6 +357,10 @@ def _study_info(data: dict[str, Any]) -> StudyInfo:
     nct = ctx.text(data, "nct_id", "") or ""
     if nct and not re.fullmatch(r"NCT\d{8}", nct):
         raise ctx.at("nct_id").error(f"{nct!r} is not an NCT identifier (NCT + 8 digits)")
+    registry = ctx.text(data, "registry_id", "") or ""
+    if registry and not REGISTRY_ID_RE.fullmatch(registry):
+        raise ctx.at("registry_id").error(
+            f"{registry!r} is not a known trial registry id (NCT or ISRCTN + 8 digits)")
     base = (ctx.text(data, "canonical_base") or "").rstrip("/")
     _check_url(ctx.at("canonical_base"), base)
     _check_timezone(ctx.at("timezone"), ctx.text(data, "timezone") or "")
@@ -362,6 +375,7 @@ def _study_info(data: dict[str, Any]) -> StudyInfo:
         codesystem=_codesystem_info(ctx.at("codesystem"), data["codesystem"], base, study_id),
         instruments=tuple(instruments),
         settings={k: data[k] for k in PASSTHROUGH_STUDY_KEYS if k in data},
+        registry_id=registry,
     )
 
 

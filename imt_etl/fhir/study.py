@@ -47,6 +47,8 @@ from imt_etl.redcap.tidy import ProjectMeta
 logger = logging.getLogger(__name__)
 
 CLINICALTRIALS = "https://clinicaltrials.gov"
+# Identifier system per trial registry, by the id's prefix.
+REGISTRY_SYSTEMS = {"NCT": CLINICALTRIALS, "ISRCTN": "https://www.isrctn.com"}
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RESEARCH_STUDY_EXT = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
 GENDERS = frozenset({"male", "female", "other", "unknown"})
@@ -119,8 +121,10 @@ def to_research_study(ctx: FhirContext, arms: Iterable[int] = ()) -> dict[str, A
         "resourceType": "ResearchStudy",
         "id": research_study_id(ctx),
     }
-    if study.nct_id:
-        resource["identifier"] = [{"system": CLINICALTRIALS, "value": study.nct_id}]
+    identifiers = [{"system": system, "value": trial_id} for trial_id in study.trial_ids
+                   for prefix, system in REGISTRY_SYSTEMS.items() if trial_id.startswith(prefix)]
+    if identifiers:
+        resource["identifier"] = identifiers
     resource["title"] = study.title
     resource["status"] = ctx.study_status
     arm_list = [{"name": _arm_name(n, ctx)} for n in arms]

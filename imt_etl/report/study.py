@@ -17,6 +17,7 @@ from imt_etl.report.figures import (
     mip_figure,
     png_bytes,
 )
+from imt_etl.scores import ChangeCategory
 from imt_etl.tables.common import AnalysisTable
 from imt_etl.tables.config import AnalysisConfig
 
@@ -37,6 +38,47 @@ def change_summary(change: pd.DataFrame) -> pd.DataFrame:
     units = rows.drop_duplicates("measure_id").set_index("measure_id")["unit"]
     summary.insert(1, "unit", summary["measure_id"].map(units))
     return summary
+
+
+def arm_summary(change: pd.DataFrame, arm_labels: Mapping[int, str] | None = None
+                ) -> pd.DataFrame:
+    """Per measure, period and arm: n, median change and % change, five-level category counts."""
+    rows = change[change["change"].notna()].astype({"change": float, "percent_change": float})
+    keys = ["measure_id", "period", "arm"]
+    grouped = rows.groupby(keys, sort=False)
+    summary = grouped.agg(n=("change", "size"), median=("change", "median"),
+                          median_pct=("percent_change", "median")).reset_index()
+    counts = rows.groupby(keys, sort=False)["change_category"].value_counts().unstack(
+        fill_value=0)
+    for category in (c.value for c in ChangeCategory):
+        summary[category] = summary.set_index(keys).index.map(
+            counts[category] if category in counts else {}).fillna(0).astype(int)
+    labels = dict(arm_labels or {})
+    summary.insert(3, "arm_label", [labels.get(int(a), f"Arm {a}") for a in summary["arm"]])
+    return summary.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def tis_arm_summary(scores: pd.DataFrame, config: AnalysisConfig) -> pd.DataFrame:
+    """Per arm and visit: participants with a TIS and the counts per response category."""
+    cols = [c for c in ("tis_category", "tis3_category") if c in scores]
+    rows = []
+    order = {e: i for i, e in enumerate(config.visit_events)}
+    groups = sorted(scores.groupby(["arm", "event"], sort=False),
+                    key=lambda g: (g[0][0], order.get(str(g[0][1]), len(order))))
+    for (arm, event), group in groups:
+        row: dict[str, object] = {
+            "arm": arm, "visit": config.event_labels.get(str(event), str(event))}
+        for col in cols:
+            prefix = col.removesuffix("_category")
+            row[f"{prefix}_n"] = int(group[col].notna().sum())
+            if f"{prefix}_total" in group:
+                row[f"{prefix}_median"] = group[f"{prefix}_total"].astype(float).median()
+            for level in ("minimal", "moderate", "major"):
+                row[f"{prefix}_{level}"] = int((group[col] == level).sum())
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame[frame[[c for c in frame if c.endswith("_n")]].sum(axis=1) > 0] \
+        if len(frame) else frame
 
 
 def _frame(table: AnalysisTable | pd.DataFrame) -> pd.DataFrame:
@@ -105,15 +147,18 @@ def write_study_report(
         "<h2>Enrolment and visit completion</h2><img src=\"enrolment.png\" alt=\"enrolment\">",
     ]
     if figures.get("mip_over_time.png") is not None:
+        spans = (f"<p>Grey: run-in (weeks {run_in[0]:g} to {run_in[1]:g}), green: training "
+                 f"(weeks {train[0]:g} to {train[1]:g}).</p>") if run_in != train else ""
         sections.append(
-            f"<h2>{html.escape(measure)} over time</h2><p>Grey: run-in (weeks {run_in[0]:g} "
-            f"to {run_in[1]:g}), green: training (weeks {train[0]:g} to {train[1]:g}).</p>"
+            f"<h2>{html.escape(measure)} over time</h2>{spans}"
             "<img src=\"mip_over_time.png\" alt=\"MIP over time\">")
     sections.append(
         f"<h2>Change from baseline</h2><p>Primary endpoint: {html.escape(measure)}, period "
         f"{html.escape(config.primary_period)}.</p><img src=\"change.png\" alt=\"change\">"
         "<p>n, median and interquartile range (q1-q3) of the absolute change; median percent "
         "change.</p>" + _table_html(summary, 2))
+    if change["arm"].dropna().nunique() > 1:
+        sections.append(_arm_section(change, frames.get("scores"), config))
     if "adherence.png" in figures:
         sections.append("<h2>Training adherence</h2><img src=\"adherence.png\" alt=\"adherence\">")
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
@@ -133,3 +178,22 @@ def _spans(config: AnalysisConfig) -> tuple[tuple[float, float], tuple[float, fl
         return (weeks.get(p.from_event, default[0]), weeks.get(p.to_event, default[1]))
 
     return span("run_in", (0.0, 0.0)), span("training", (0.0, 0.0))
+
+
+def _arm_section(change: pd.DataFrame, scores: pd.DataFrame | None,
+                 config: AnalysisConfig) -> str:
+    """The per-arm comparison: change per measure and period, TIS response per visit."""
+    labels = ", ".join(f"arm {n}: {html.escape(t)}" for n, t in sorted(config.arm_labels.items()))
+    parts = [
+        "<h2>Per-arm summary</h2>",
+        f"<p>{labels}.</p>" if labels else "",
+        "<p>Per measure, period and arm: n, median absolute change, median percent change and the "
+        "number of participants per five-level change category (ISRCTN35925199).</p>",
+        _table_html(arm_summary(change, config.arm_labels), 2),
+    ]
+    if scores is not None and len(scores) and "arm" in scores:
+        parts += ["<p>Total Improvement Score against the arm's baseline visit, per visit: "
+                  "participants scored, median and counts per response category (tis: 2016 "
+                  "ACR/EULAR, 0-100; tis3: MMT-8, HAQ, CK, 0-50; provisional).</p>",
+                  _table_html(tis_arm_summary(scores, config), 1)]
+    return "".join(parts)
