@@ -1,0 +1,54 @@
+"""Smoke test of the benchmark harness at a tiny size, so `make bench` cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import report, run
+from benchmarks.workload import make_project, serve
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bench")
+    size = run.bench_size(5, 1, workdir)
+    return {"command": "pytest", "machine": run.machine(), "sizes": [size], "total_s": 1.0}
+
+
+def test_every_figure_is_measured_and_consistent(tiny_run):
+    size = tiny_run["sizes"][0]
+    full, incremental = size["full"][0], size["incremental"][0]
+    assert full["mode"] == "full" and full["records"] == 5
+    assert incremental["mode"] == "incremental" and incremental["records_changed"] == 1
+    assert size["baseline"][0]["rows"] == size["rows"] == size["stages"]["rows"]
+    assert size["emulator"]["rows"] == size["rows"]
+    summary = size["summary"]
+    assert summary["peak_rss_mb"] > 50  # a real process measured, not this one's zero
+    for key in ("ratio", "fhir_serialise_per_s", "validate_cells_per_s", "parquet_rows_per_s",
+                "incremental_fraction"):
+        assert summary[key] > 0, key
+
+
+def test_results_table_is_rewritten_between_markers_only(tiny_run, tmp_path, monkeypatch):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# Results\n\nhand-written\n\n{report.BEGIN}\nold table\n{report.END}\n"
+                       "\n## Profile notes\nkept\n")
+    monkeypatch.setattr(report, "RAW", tmp_path / "results.json")
+    table = report.render(tiny_run)
+    report.write_results(tiny_run, table, results)
+    text = results.read_text()
+    assert "old table" not in text and "hand-written" in text and "kept" in text
+    assert "| full sync / baseline, 5 |" in text and "Command: `pytest`" in text
+    assert json.loads((tmp_path / "results.json").read_text())["sizes"][0]["participants"] == 5
+
+
+def test_changed_records_are_one_percent_and_at_least_one():
+    with serve(make_project(5)) as (emulator, _):
+        assert len(run.change_records(emulator, 0.01)) == 1
+        records = emulator.store.record_ids()
+        edited = [r for r in records if any(
+            "enrollment_notes" in row.values and "benchmark" in row.values["enrollment_notes"]
+            for row in emulator.store.rows_of(r))]
+        assert len(edited) == 1
