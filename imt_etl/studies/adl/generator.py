@@ -97,7 +97,7 @@ def _person(rng: random.Random, record: str, arm: int, dropout_after: int | None
         sex="1" if rng.random() < 0.7 else "2",  # myositis is about twice as common in women
         dob=week0 - timedelta(days=round(age * 365.25) + rng.randint(0, 364)),
         week0=week0, strength=rng.uniform(5.6, 7.6), endurance=rng.uniform(8, 25),
-        disability=rng.uniform(0.5, 1.6), mood=rng.uniform(0.3, 0.9),
+        disability=rng.uniform(0.5, 1.6), mood=rng.uniform(0.5, 1.1),
         fatigue=rng.uniform(1.0, 2.2), health=rng.uniform(0.35, 0.65),
         ck_ukat=math.exp(rng.gauss(1.0, 0.8)), bmr=rng.gauss(1350, 180),
         ecm_bcm=rng.uniform(0.95, 1.35), fva=rng.uniform(150, 600),
@@ -148,7 +148,7 @@ def _fis(rng: random.Random, p: Person, week: int) -> dict[str, str]:
 
 def _bdi(rng: random.Random, p: Person, week: int) -> dict[str, str]:
     level = p.mood * p.factor("bdi", week)
-    items = [int(clamp(round(rng.gauss(level, 0.5)), 0, 3)) for _ in range(21)]
+    items = [int(clamp(round(rng.gauss(level, 0.4)), 0, 3)) for _ in range(21)]
     values = {f"bdi_{i:02d}": str(v) for i, v in enumerate(items, 1)}
     values["bdi2_total"] = str(sum(items))
     return values
