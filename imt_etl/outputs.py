@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+from imt_etl import last_success
 from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.fhir.mappings import StudyMapping, load_study_mapping
@@ -62,7 +63,7 @@ def validate_and_report(tidy: TidyResult, meta: ProjectMeta, rules: StudyRules |
                         out_dir: Path, summary: RunSummary) -> ValidationResult:
     """Validate, write the quality report, and record per-instrument counts."""
     result = validate_project(tidy, meta, rules)
-    for path in write_quality_report(result, out_dir):
+    for path in write_quality_report(result, out_dir, last_success.previous_findings(out_dir)):
         summary.add_file(path, out_dir)
     for form, counts in result.counts.items():
         summary.instruments[form] = InstrumentCounts(
@@ -116,7 +117,8 @@ def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
 def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
                settings: Settings, summary: RunSummary, run_time: datetime) -> None:
     """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources."""
-    from imt_etl.fhir.bundles import deletions_since, write_bundles
+    from imt_etl.fhir.amend import mark_amended, previous_observations
+    from imt_etl.fhir.bundles import deletions_between, write_bundles
     from imt_etl.fhir.context import FhirContext
     from imt_etl.fhir.export import build_fhir
     from imt_etl.fhir.ndjson import write_ndjson
@@ -124,9 +126,10 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     out_dir = Path(settings.out_dir)
     ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings))
     build = build_fhir(result.valid, result.raw, meta, ctx)
-    resources = [r for items in build.resources.values() for r in items]
     folder = fhir_dir(out_dir)
-    deletions = deletions_since(folder, resources)
+    amended = mark_amended(build.resources.get("Observation", []), previous_observations(folder))
+    resources = [r for items in build.resources.values() for r in items]
+    deletions = deletions_between(last_success.previous_fhir_ids(out_dir), resources)
     counts = write_ndjson(resources, folder)
     manifest = write_bundles(resources, folder / "bundles", bundle_size=settings.bundle_size,
                              deletions=deletions)
@@ -136,6 +139,7 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     )
     summary.stages["fhir"] = {
         "resources": counts, "deletions": len(deletions), "bundles": len(manifest.bundles),
+        "observations_amended": amended,
         "unsupported_branching_logic": [
             {"field": u.field, "logic": u.logic, "reason": u.reason}
             for u in build.unsupported_logic

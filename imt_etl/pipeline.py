@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imt_etl import last_success
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.lock import holds_output_lock
@@ -181,6 +182,7 @@ def run(
     summary.add_file(Path(out_dir) / "run-summary.json", out_dir)
     summary.finish()
     summary.write(out_dir)
+    last_success.record_success(out_dir)  # the base of the next run's comparisons
     return summary
 
 

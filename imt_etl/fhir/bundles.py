@@ -200,14 +200,20 @@ def deletions_since(
     Read the previous folder before the new NDJSON overwrites it. Sorted by type then id;
     `plan_entries` puts them in the order a server needs.
     """
-    previous = read_ids(previous_dir)
+    return deletions_between(read_ids(previous_dir), current_resources)
+
+
+def deletions_between(
+    previous: Mapping[str, set[str]], current_resources: Iterable[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """(type, id) of every previously written resource that is gone now, in server order."""
     current: dict[str, set[str]] = {}
     for r in current_resources:
         current.setdefault(str(r.get("resourceType")), set()).add(str(r.get("id")))
     gone = [
         (rtype, rid)
         for rtype, ids in previous.items()
-        for rid in ids - current.get(rtype, set())
+        for rid in set(ids) - current.get(rtype, set())
     ]
     return sorted(gone, key=lambda d: (type_rank(d[0]), d[1]))
 

@@ -67,6 +67,11 @@ def test_incremental_sync_picks_up_modified_and_deleted_records(live_reference, 
     row = strength[(strength.participant == participant("002"))
                    & (strength.event == "baseline_arm_1")]
     assert row["mip_kh2_best"].tolist() == [99]
+    assert summary.stages["fhir"]["observations_amended"] >= 1
+    assert summary.stages["fhir"]["deletions"] > 0  # record 005's resources are DELETEd
+    bundles = [json.loads(p.read_text()) for p in (tmp_path / "fhir" / "bundles").glob("b*.json")]
+    deletes = [e for b in bundles for e in b["entry"] if e["request"]["method"] == "DELETE"]
+    assert any(e["request"]["url"].startswith("Patient/") for e in deletes)
     for form in ("enrollment", "training_diary", "sf36"):
         assert participant("005") not in set(read_table(tmp_path, form)["participant"])
 
@@ -85,7 +90,16 @@ def test_incremental_result_equals_a_fresh_full_sync(live_reference, tmp_path):
         got = pd.read_parquet(incremental_out / path.relative_to(full_out))
         pd.testing.assert_frame_equal(got, pd.read_parquet(path), obj=str(path))
     for ndjson in sorted((full_out / "fhir").glob("*.ndjson")):
-        assert (incremental_out / "fhir" / ndjson.name).read_bytes() == ndjson.read_bytes()
+        got = (incremental_out / "fhir" / ndjson.name).read_bytes()
+        if ndjson.name != "Observation.ndjson":
+            assert got == ndjson.read_bytes(), ndjson.name
+            continue
+        # The incremental folder knows what it published before: the changed value is amended.
+        fresh = [json.loads(line) for line in ndjson.read_bytes().splitlines()]
+        synced = [json.loads(line) for line in got.splitlines()]
+        assert [o["status"] for o in fresh] == ["final"] * len(fresh)
+        assert sum(o["status"] == "amended" for o in synced) >= 1
+        assert [{**o, "status": "final"} for o in synced] == fresh
 
 
 def test_incremental_without_previous_state_falls_back_to_full(live_reference, tmp_path):

@@ -18,6 +18,16 @@ from reliability_helpers import change_data, emulator_for, fast_settings  # noqa
 
 
 @pytest.fixture(scope="session")
+def reference_project():
+    """A 12-participant project from the reference generator (same design, deliberate errors
+    included): every reliability test runs the whole pipeline several times, and this keeps a
+    run near a second instead of ten."""
+    from imt_etl.studies.imt.generator import generate_project
+
+    return generate_project(n_participants=12, seed=2024)
+
+
+@pytest.fixture(scope="session")
 def token() -> str:
     return new_token()
 
@@ -28,19 +38,36 @@ def run_time() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture(scope="session")
-def clean_outputs(reference_project, token, run_time, tmp_path_factory) -> tuple[Path, Path]:
-    """(before, after): a clean full sync of the reference data, and a copy of it brought up to
-    date by a clean incremental sync after change_data (what every recovered run must equal)."""
-    root = tmp_path_factory.mktemp("clean")
+def clean_runs(project, token, run_time, root: Path) -> tuple[Path, Path]:
+    """(before, after): a clean full sync of `project`, and a copy of it brought up to date by
+    a clean incremental sync after change_data (what every recovered run must equal)."""
     before, after = root / "before", root / "after"
-    with emulator_for(reference_project, token) as emulator:
+    with emulator_for(project, token) as emulator:
         pipeline.run(fast_settings(emulator.url, token, before, run_time=run_time))
         shutil.copytree(before, after)
         change_data(emulator)
         pipeline.run(fast_settings(emulator.url, token, after, run_time=run_time),
                      incremental=True)
     return before, after
+
+
+@pytest.fixture(scope="session")
+def clean_outputs(reference_project, token, run_time, tmp_path_factory) -> tuple[Path, Path]:
+    return clean_runs(reference_project, token, run_time, tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="session")
+def full_reference_project():
+    """The shipped 33-participant project: enough requests for every kind of fault to occur."""
+    from imt_etl.studies.imt import load_reference_project
+
+    return load_reference_project()
+
+
+@pytest.fixture(scope="session")
+def full_clean_outputs(full_reference_project, token, run_time, tmp_path_factory):
+    return clean_runs(full_reference_project, token, run_time,
+                      tmp_path_factory.mktemp("clean-full"))
 
 
 @pytest.fixture()
