@@ -32,5 +32,10 @@ def dagster_home(tmp_path, monkeypatch):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # Create the sqlite storage now: processes starting together would race on its migration.
+    import dagster as dg
+
+    with dg.DagsterInstance.get():
+        pass
     return home
 
