@@ -54,14 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--study", default="imt",
                       help="bundled study project to run: imt (reference) or adl (two-arm)")
 
-    sync = sub.add_parser("sync", help="sync a REDCap project (token from the environment)")
-    _add_output_options(sync)
-    sync.add_argument("--url", required=True, help="REDCap API URL, ending in /api/")
-    sync.add_argument("--project-name", default="redcap", help="name used in state and summaries")
-    sync.add_argument("--study", default="imt",
+    sync = sub.add_parser(
+        "sync", help="sync a REDCap project (token from the environment)",
+        description="Settings come from --config FILE (YAML: url, project_name, study, out, "
+        "batch_size), then IMT_ETL_REDCAP_URL / IMT_ETL_PROJECT / IMT_ETL_STUDY / IMT_ETL_OUT / "
+        "IMT_ETL_BATCH_SIZE, then the options below. The token only from REDCAP_API_TOKEN.")
+    _add_output_options(sync, out_default=None)
+    sync.add_argument("--config", type=Path, help="YAML settings file")
+    sync.add_argument("--url", help="REDCap API URL, ending in /api/")
+    sync.add_argument("--project-name", help="name used in state and summaries (redcap)")
+    sync.add_argument("--study",
                       help="study configuration: mappings/<study>/ and schemas/<study>/ (imt)")
     sync.add_argument("--incremental", action="store_true", help="only changed/deleted records")
-    sync.add_argument("--batch-size", type=int, default=50, help="records per API call (50)")
+    sync.add_argument("--batch-size", type=int, help="records per API call (50)")
     sync.add_argument(
         "--insecure", action="store_true", help="allow plain HTTP to a non-loopback host"
     )
@@ -95,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (out/)")
+def _add_output_options(parser: argparse.ArgumentParser, out_default: Path | None = Path("out")
+                        ) -> None:
+    parser.add_argument("--out", type=Path, default=out_default, help="output folder (out/)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")

@@ -41,10 +41,20 @@ def _demo_key() -> bytes:
 
 
 def sync(args: argparse.Namespace) -> dict[str, Any]:
+    from imt_etl.settings_file import merged_settings
+
+    given = merged_settings(args.config, {
+        "url": args.url, "project_name": args.project_name, "study": args.study,
+        "out": str(args.out) if args.out is not None else None, "batch_size": args.batch_size,
+    })
+    if not given.get("url"):
+        raise ConfigError("no REDCap URL: give --url, IMT_ETL_REDCAP_URL or `url` in --config")
+    args.out = Path(given.get("out", "out"))
     settings = Settings(
-        redcap_url=args.url, token=token_from_env(), out_dir=args.out,
-        project_name=args.project_name, batch_size=args.batch_size, verify_tls=not args.insecure,
-        study=args.study, pseudonym_key=key_from_env(),
+        redcap_url=given["url"], token=token_from_env(), out_dir=args.out,
+        project_name=given.get("project_name", "redcap"), batch_size=given.get("batch_size", 50),
+        verify_tls=not args.insecure, study=given.get("study", "imt"),
+        pseudonym_key=key_from_env(),
     )
     return _run_and_report(settings, args, incremental=args.incremental, title="imt-etl sync")
 
