@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# dagster dev on 127.0.0.1 with the emulator demo; DAGSTER_HOME is .dagster_home/ (telemetry off).
+DAGSTER_PORT ?= 3000
+dagster: $(STAMP)
+	exec $(BIN)/python -m dagster_project.dev --host 127.0.0.1 --port $(DAGSTER_PORT)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -121,3 +121,10 @@ def test_projects_run_in_parallel_with_multiprocess_and_a_bad_token_fails_alone(
     assert any(r.event_log_entry.dagster_event and
                r.event_log_entry.dagster_event.event_type_value == "STEP_WORKER_STARTED"
                for r in steps)
+
+
+def test_the_example_projects_file_loads():
+    specs = load_projects_file(ROOT / "dagster_project" / "projects.example.yaml")
+    assert [s.name for s in specs] == ["site-krakow", "site-warsaw"]
+    assert specs[0].out_dir == "out/dagster/site-krakow"
+    assert specs[1].out_dir == "out/dagster/warsaw" and specs[1].batch_size == 20
