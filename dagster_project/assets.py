@@ -81,9 +81,10 @@ def _instrument_body(form: str):
         result = pipeline.tidy_form(meta, snapshot, form)
         path = pipeline.write_instrument_table(result, form, run.out_dir)
         frame = result.tables[form]
+        rid = meta.dictionary.record_id_field
         return {
             "rows": len(frame),
-            "records": int(frame.iloc[:, 0].nunique()) if len(frame) else 0,
+            "records": int(frame[rid].nunique()) if rid in frame.columns else 0,
             "columns": len(frame.columns),
             "type_issues": sum(1 for i in result.issues if i.instrument == form),
             "path": dg.MetadataValue.path(str(path)),
