@@ -124,7 +124,11 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     from imt_etl.fhir.ndjson import write_ndjson
 
     out_dir = Path(settings.out_dir)
-    ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings))
+    from imt_etl.tables.build import default_config
+
+    config = default_config(meta, mapping)
+    ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings),
+                      arm_names=dict(config.arm_labels), event_labels=dict(config.event_labels))
     build = build_fhir(result.valid, result.raw, meta, ctx)
     folder = fhir_dir(out_dir)
     amended = mark_amended(build.resources.get("Observation", []), previous_observations(folder))
