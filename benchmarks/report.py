@@ -84,6 +84,8 @@ def render(run: dict) -> str:
         "| figure | value | target | |", "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(run)]
+    lines += [f"| {s['participants']:,} participants | not run: {s['reason']} | | **missed** |"
+              for s in run.get("skipped", [])]
     return "\n".join(lines + _stage_lines(run))
 
 
