@@ -98,8 +98,9 @@ def instrument_asset(form: str, partitions: dg.PartitionsDefinition) -> dg.Asset
     return StageAsset(
         name=f"instrument_{form}",
         group=INSTRUMENT_GROUP,
-        description=f"Typed table of the REDCap instrument `{form}`: one row per record x event "
-        "x repeat instance, written to parquet/instruments/ of the project.",
+        description=f"Typed table of the REDCap instrument `{form}`: every extracted row (record "
+        "x event x repeat instance), kept in the project's private state/instruments/; the "
+        "validated, pseudonymised table for analysts is written by `analysis_tables`.",
         deps=(SNAPSHOT,),
         body=_instrument_body(form),
     ).build(partitions, [form])

@@ -32,7 +32,8 @@ DEFAULT_TOKEN_ENV = "REDCAP_API_TOKEN"
 REFERENCE = "reference"  # `emulator: reference` serves the bundled IMT study
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_KEYS = {"name", "url", "emulator", "token_env", "batch_size", "out_dir", "allow_insecure"}
+_KEYS = {"name", "url", "emulator", "token_env", "batch_size", "out_dir", "allow_insecure",
+         "study"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ProjectSpec:
     token_env: str = DEFAULT_TOKEN_ENV
     batch_size: int = 50
     allow_insecure: bool = False
+    study: str = "imt"  # mappings/<study>/ and schemas/<study>/
 
     def token(self) -> str:
         """The token from the environment, read only when a run connects (never stored)."""
@@ -90,6 +92,7 @@ def _spec(entry: object, index: int, source: str, out_root: str) -> ProjectSpec:
         name=name, url=url, emulator=emulator, token_env=token_env, batch_size=batch_size,
         out_dir=str(entry.get("out_dir") or Path(out_root) / name),
         allow_insecure=bool(entry.get("allow_insecure", False)),
+        study=str(entry.get("study") or "imt"),
     )
 
 

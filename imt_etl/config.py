@@ -17,6 +17,19 @@ SCHEMAS_ROOT = PROJECT_ROOT / "schemas"
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """What the stages after extraction need: where outputs go and the study's configuration."""
+
+    out_dir: Path
+    study: str = "imt"
+    mappings_root: Path = MAPPINGS_ROOT
+    schemas_root: Path = SCHEMAS_ROOT
+    pseudonym_key: bytes = field(default=b"", repr=False)
+    allowed_identifiers: frozenset[str] = frozenset()
+    bundle_size: int = 500
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a run needs. The token is held but never printed (repr hides it)."""
 
@@ -58,6 +71,15 @@ class Settings:
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
+
+    def outputs(self) -> OutputConfig:
+        if self.pseudonym_key is None:
+            raise ConfigError("no pseudonym key: set IMT_ETL_PSEUDONYM_KEY")
+        return OutputConfig(
+            out_dir=Path(self.out_dir), study=self.study, mappings_root=self.mappings_root,
+            schemas_root=self.schemas_root, pseudonym_key=self.pseudonym_key,
+            allowed_identifiers=self.allowed_identifiers, bundle_size=self.bundle_size,
+        )
 
 
 def token_from_env(env: dict[str, str] | None = None) -> str:

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from imt_etl import last_success
-from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, Settings
+from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, OutputConfig
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.fhir.mappings import StudyMapping, load_study_mapping
 from imt_etl.privacy import drop_identifiers, pseudonym
@@ -78,12 +78,12 @@ def validate_and_report(tidy: TidyResult, meta: ProjectMeta, rules: StudyRules |
     return result
 
 
-def pseudonymiser(settings: Settings) -> Callable[[str], str]:
+def pseudonymiser(settings: OutputConfig) -> Callable[[str], str]:
     return partial(pseudonym, key=settings.pseudonym_key, study=settings.study)
 
 
 def write_plain_instrument_tables(result: ValidationResult, meta: ProjectMeta,
-                                  settings: Settings, summary: RunSummary) -> None:
+                                  settings: OutputConfig, summary: RunSummary) -> None:
     """Valid rows, typed, identifiers dropped: the instrument tables of an unmapped project."""
     out_dir = Path(settings.out_dir)
     pseudonymise = pseudonymiser(settings)
@@ -97,7 +97,7 @@ def write_plain_instrument_tables(result: ValidationResult, meta: ProjectMeta,
 
 
 def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
-                   settings: Settings, summary: RunSummary) -> None:
+                   settings: OutputConfig, summary: RunSummary) -> None:
     """Analysis tables under parquet/ and the study report under report/."""
     from imt_etl.report.study import write_study_report
     from imt_etl.tables.build import analysis_tables, default_config, write_tables
@@ -115,7 +115,7 @@ def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
 
 
 def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
-               settings: Settings, summary: RunSummary, run_time: datetime) -> None:
+               settings: OutputConfig, summary: RunSummary, run_time: datetime) -> None:
     """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources."""
     from imt_etl.fhir.amend import mark_amended, previous_observations
     from imt_etl.fhir.bundles import deletions_between, write_bundles
@@ -151,7 +151,7 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     }
 
 
-def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: Settings, summary: RunSummary,
+def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, summary: RunSummary,
                   run_time: datetime) -> ValidationResult:
     """Every output after extraction, in dependency order, with per-stage durations."""
     out_dir = Path(settings.out_dir)

@@ -19,7 +19,7 @@ from imt_etl import last_success
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.lock import holds_output_lock
-from imt_etl.outputs import build_outputs, instruments_dir
+from imt_etl.outputs import build_outputs
 from imt_etl.privacy import key_from_env
 from imt_etl.redcap.client import RedcapClient
 from imt_etl.redcap.extract import SyncPlan, extract_records, plan_sync
@@ -123,9 +123,12 @@ def tidy(meta: ProjectMeta, snapshot: RawSnapshot) -> TidyResult:
 
 
 def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path:
+    """All extracted rows of one instrument, typed, identifiers included: kept in the private
+    state folder (state/instruments/) for the per-instrument Dagster assets and their checks;
+    the analyst-facing tables (valid rows, pseudonymised) are written by imt_etl.outputs."""
     frame = result.tables[form]
     path = write_frame(
-        instruments_dir(out_dir) / f"{form}.parquet", frame, frame.attrs.get("columns"),
+        state_dir(out_dir) / "instruments" / f"{form}.parquet", frame, frame.attrs.get("columns"),
         {"instrument": form},
     )
     maybe_crash("write-table")
@@ -168,7 +171,7 @@ def run(
     clock = time.perf_counter()
     result = tidy(extraction.meta, extraction.snapshot)
     summary.durations_s["tidy"] = round(time.perf_counter() - clock, 3)
-    build_outputs(result, extraction.meta, settings, summary, started)
+    build_outputs(result, extraction.meta, settings.outputs(), summary, started)
 
     summary.records = len(extraction.snapshot.record_ids)
     summary.records_changed = len(extraction.plan.record_ids)

@@ -15,7 +15,8 @@ from dagster_project.schedules import sync_config
 def test_real_definitions_resolve_every_job_schedule_and_sensor():
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert {"redcap_snapshot", "instrument_training_diary", "sync_summary"} <= keys
-    assert len(keys) == 15  # snapshot + 13 instruments of the reference study + summary
+    # snapshot + 13 instruments of the reference study + validation, analysis, FHIR, summary
+    assert len(keys) == 18
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert {"sync_full", "sync_incremental"} <= jobs
     for name in ("sync_full", "sync_incremental"):
@@ -37,7 +38,8 @@ def test_real_definitions_resolve_every_job_schedule_and_sensor():
     assert set(sensors["redcap_change_sensor"].required_resource_keys) == {"projects", "redcap"}
     groups = {defs.resolve_assets_def(k).group_names_by_key[k] for k in
               defs.resolve_all_asset_keys()}
-    assert groups == {"redcap_extract", "instrument_tables", "run_reports"}
+    assert groups == {"redcap_extract", "instrument_tables", "validation", "analysis", "fhir",
+                      "run_reports"}
 
 
 def test_schedules_request_every_project_and_take_cron_and_timezone_from_env(
@@ -88,13 +90,22 @@ def test_materialize_the_whole_graph_against_the_emulator(live_project_file, ref
     per_instrument = summary["rows_per_instrument"].value
     assert set(per_instrument) == set(forms)
     for form in forms:
-        on_disk = pd.read_parquet(out / "parquet" / "instruments" / f"{form}.parquet")
+        on_disk = pd.read_parquet(out / "state" / "instruments" / f"{form}.parquet")
         meta = result.asset_materializations_for_node(f"instrument_{form}")[0].metadata
         assert meta["rows"].value == per_instrument[form] == len(on_disk)
         assert meta["project"].text == "site-a" and meta["duration_s"].value >= 0
     assert per_instrument["enrollment"] == 33
     assert summary["total_rows"].value == sum(per_instrument.values())
     assert summary["run_duration_s"].value > 0
+    quality = result.asset_materializations_for_node("quality_report")[0].metadata
+    assert quality["errors"].value == 12 and quality["quarantined_rows"].value > 0
+    fhir = result.asset_materializations_for_node("fhir_resources")[0].metadata
+    assert fhir["resources_written"].value > 20000
+    assert summary["quarantined_rows"].value == quality["quarantined_rows"].value
+    assert summary["resources_written"].value == fhir["resources_written"].value
+    for output in ("quality/index.html", "report/index.html", "fhir/Observation.ndjson",
+                   "parquet/change_from_baseline.parquet"):
+        assert (out / output).is_file(), output
 
     # An incremental run picks up a deletion and the tables follow.
     emulator.store.delete_records(["003"])
@@ -104,4 +115,4 @@ def test_materialize_the_whole_graph_against_the_emulator(live_project_file, ref
     meta = incremental.asset_materializations_for_node("redcap_snapshot")[0].metadata
     assert meta["mode"].text == "incremental" and meta["records"].value == 32
     enrollment = pd.read_parquet(out / "parquet" / "instruments" / "enrollment.parquet")
-    assert len(enrollment) == 32
+    assert len(enrollment) == 32 and "record_id" not in enrollment.columns

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from imt_etl import pipeline
 from imt_etl.config import Settings
+from imt_etl.outputs import instruments_dir
 from imt_etl.privacy import pseudonym
 
 KEY = b"pipeline-test-key-0123456789"
@@ -24,7 +25,7 @@ def settings_for(emulator, token, out_dir, **extra) -> Settings:
 
 
 def read_table(out_dir, form) -> pd.DataFrame:
-    return pd.read_parquet(pipeline.instruments_dir(out_dir) / f"{form}.parquet")
+    return pd.read_parquet(instruments_dir(out_dir) / f"{form}.parquet")
 
 
 def test_full_sync_writes_one_typed_table_per_instrument(live_reference, reference_project,
@@ -32,7 +33,7 @@ def test_full_sync_writes_one_typed_table_per_instrument(live_reference, referen
     emulator, token = live_reference
     summary = pipeline.run(settings_for(emulator, token, tmp_path))
     forms = reference_project.dictionary.forms
-    assert sorted(p.stem for p in pipeline.instruments_dir(tmp_path).iterdir()) == sorted(forms)
+    assert sorted(p.stem for p in instruments_dir(tmp_path).iterdir()) == sorted(forms)
     assert summary.mode == "full" and summary.records == 33 and summary.batches == 5
     enrollment = read_table(tmp_path, "enrollment")
     assert set(enrollment["participant"]) == {participant(f"{i:03d}") for i in range(1, 34)}
@@ -47,7 +48,7 @@ def test_full_sync_writes_one_typed_table_per_instrument(live_reference, referen
                    "parquet/change_from_baseline.parquet", "fhir/bundles/manifest.json"):
         assert output in written["files_written"], output
     assert f"parquet/instruments/{forms[0]}.parquet" in written["files_written"]
-    field = pq.read_schema(pipeline.instruments_dir(tmp_path) / "spirometry.parquet").field(
+    field = pq.read_schema(instruments_dir(tmp_path) / "spirometry.parquet").field(
         "fev1_l"
     )
     assert field.metadata and b"description" in field.metadata
