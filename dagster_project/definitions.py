@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project.assets import instrument_asset, snapshot_asset
+from dagster_project.checks import build_checks
 from dagster_project.deployment import instrument_names
 from dagster_project.projects import (
     PROJECTS_ENV,
@@ -49,6 +50,7 @@ def build_definitions(projects_file: str | None = None, forms: list[str] | None 
     interval = int(os.environ.get("IMT_ETL_SENSOR_INTERVAL_S", "300"))
     return dg.Definitions(
         assets=build_assets(forms, partitions),
+        asset_checks=build_checks(forms, partitions),
         jobs=[full, incremental],
         schedules=sync_schedules(full, incremental, names),
         sensors=[build_change_sensor(incremental, names, interval)],

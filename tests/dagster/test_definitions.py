@@ -97,6 +97,12 @@ def test_materialize_the_whole_graph_against_the_emulator(live_project_file, ref
     assert per_instrument["enrollment"] == 33
     assert summary["total_rows"].value == sum(per_instrument.values())
     assert summary["run_duration_s"].value > 0
+    checks = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert len(checks) == len(forms) and all(c.passed for c in checks.values())
+    diary_check = checks["instrument_training_diary"].metadata
+    assert diary_check["quarantined"].value >= 1  # the planted breaths value (dict.range)
+    assert diary_check["rows"].value == diary_check["valid"].value + diary_check[
+        "quarantined"].value
     quality = result.asset_materializations_for_node("quality_report")[0].metadata
     assert quality["errors"].value == 12 and quality["quarantined_rows"].value > 0
     fhir = result.asset_materializations_for_node("fhir_resources")[0].metadata
