@@ -104,8 +104,9 @@ def measurements(
         if not m.makes_fhir_data or m.instrument not in records:
             continue
         parent = mapping.measure(m.parent) if m.parent else m
+        constant = _constant_columns(m, parent, lookup)
         for source in records[m.instrument]:
-            row = _measure_row(m, parent, source, lookup)
+            row = _measure_row(m, parent, source, lookup, constant)
             if row is not None:
                 rows.append(row)
     known = event_order or list(event_labels or ()) or list(event_weeks or ())
@@ -183,16 +184,10 @@ class _RecordValues:
         return found if found is not None else values.get((record, None))
 
 
-def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues) -> Row | None:
-    if m.derived is not None:
-        value: Any = _derive(m, source, lookup)
-    else:
-        value = source.get(m.field or "")
-    if value is None:
-        return None
-    row: Row = {k: source.get(k) for k in KEY_COLUMNS}
+def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> Row:
+    """The columns that are the same on every row of a measure (built once, not per row)."""
     first = m.codes[0]
-    row.update(
+    return dict(
         measure_id=m.measure_id,
         parent_measure_id=m.parent,
         instrument=m.instrument,
@@ -205,6 +200,18 @@ def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues
         category=parent.category,
         direction=m.direction,
     )
+
+
+def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
+                 constant: Row | None = None) -> Row | None:
+    if m.derived is not None:
+        value: Any = _derive(m, source, lookup)
+    else:
+        value = source.get(m.field or "")
+    if value is None:
+        return None
+    row: Row = {k: source.get(k) for k in KEY_COLUMNS}
+    row.update(constant if constant is not None else _constant_columns(m, parent, lookup))
     row.update(_value_columns(m, value, source, lookup))
     row.update(_effective(parent, source, lookup))
     return row

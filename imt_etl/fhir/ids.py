@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -28,8 +29,23 @@ def resource_id(kind: str, *parts: Part) -> str:
     """
     if not kind:
         raise ValueError("resource kind is empty")
-    name = json.dumps([kind, *(_normalise(p) for p in parts)], ensure_ascii=False)
-    return str(uuid.uuid5(NAMESPACE, name))
+    name = _ENCODER.encode([kind, *[p if type(p) is str else _normalise(p) for p in parts]])
+    return _uuid5(name)
+
+
+# One encoder: json.dumps(..., ensure_ascii=False) builds a new one per call (a hot spot when
+# every Observation gets an id). Same output as json.dumps with those arguments.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """str(uuid.uuid5(NAMESPACE, name)) without building UUID objects (RFC 4122 section 4.3)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def record_resource_id(

@@ -27,6 +27,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from imt_etl.errors import DictionaryError, LogicError
@@ -157,8 +158,14 @@ def entry_format(f: Field) -> str | None:
 
 
 def has_tag(f: Field, tag: str) -> bool:
+    return _has_tag(f.annotation, tag)
+
+
+@lru_cache(maxsize=8192)
+def _has_tag(annotation: str, tag: str) -> bool:
+    # Asked per field per row when building responses: cached on the (short) annotation text.
     pattern = rf"(?<![A-Za-z0-9_-]){re.escape(tag)}(?![A-Za-z0-9_-])"
-    return re.search(pattern, f.annotation) is not None
+    return re.search(pattern, annotation) is not None
 
 
 # --- the builder --------------------------------------------------------------------------------

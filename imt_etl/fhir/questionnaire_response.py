@@ -201,9 +201,12 @@ def _enabled(
     """linkIds whose enableWhen holds; a disabled item's answers count as absent (fixpoint)."""
     items = list(_walk(questionnaire.get("item", [])))
     enabled = {i["linkId"] for i in items}
+    # Items without enableWhen always hold: only the conditional ones need evaluating.
+    conditional = [i for i in items if i.get("enableWhen")]
+    always = {i["linkId"] for i in items if not i.get("enableWhen")}
     for _ in range(len(items) + 1):
         visible = {k: (v if k in enabled else []) for k, v in answers.items()}
-        now = {i["linkId"] for i in items if _holds(i, visible)}
+        now = always | {i["linkId"] for i in conditional if _holds(i, visible)}
         if now == enabled:
             return enabled
         enabled = now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from imt_etl.errors import DictionaryError
 
@@ -239,14 +240,16 @@ class DataDictionary:
     def form_fields(self, form: str) -> list[Field]:
         return [f for f in self.fields if f.form == form]
 
+    @cached_property
+    def _by_name(self) -> dict[str, Field]:
+        # Builders look fields up once per row and item: a scan of the tuple was a hot spot.
+        return {f.name: f for f in self.fields}
+
     def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self._by_name[name]
 
     def has_field(self, name: str) -> bool:
-        return any(f.name == name for f in self.fields)
+        return name in self._by_name
 
     def export_columns(self, forms: Iterable[str] | None = None) -> list[str]:
         """Flat-export data columns in dictionary order, each form followed by `<form>_complete`.
