@@ -120,6 +120,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level  # restored: in-process callers keep their logging
     _configure_logging(args)
     try:
         return _dispatch(args)
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
 
 
 def _scrubbed(text: str) -> str:

@@ -103,7 +103,7 @@ def test_projects_run_in_parallel_with_multiprocess_and_a_bad_token_fails_alone(
     assert results["site-a"]["success"] and results["site-b"]["success"]
     assert not results["site-bad"]["success"]
     for project in ("site-a", "site-b"):
-        enrollment = out / project / "parquet" / "instruments" / "enrollment.parquet"
+        enrollment = out / project / "state" / "instruments" / "enrollment.parquet"
         assert len(pd.read_parquet(enrollment)) == 33
     assert not (out / "site-bad" / "parquet").exists()
     [(step, message)] = results["site-bad"]["failures"]

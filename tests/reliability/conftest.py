@@ -3,6 +3,7 @@ computed once and copied into each test's folder."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -15,6 +16,17 @@ from imt_etl.redcap.emulator import new_token
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_helpers import change_data, emulator_for, fast_settings  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def imt_etl_logs_reach_caplog():
+    """These tests count retries and faults from log records: undo whatever earlier tests in the
+    session (Dagster runs, in-process CLI calls) did to the package's loggers."""
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("imt_etl") and isinstance(logger, logging.Logger):
+            logger.disabled, logger.propagate = False, True
+            logger.handlers[:] = []
+    logging.getLogger("imt_etl").setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -44,11 +44,13 @@ def test_every_resource_is_valid_r4_and_loads_as_r4b(written):
 
 def test_research_subjects_carry_their_arm(written):
     subjects = [r for r in written if r["resourceType"] == "ResearchSubject"]
-    assert Counter(s["assignedArm"] for s in subjects) == {"Arm 1": 30, "Arm 2": 27}
+    assert Counter(s["assignedArm"] for s in subjects) == {
+        "Intervention: supervised training": 30, "Control: home exercise": 27}
     assert all(s["actualArm"] == s["assignedArm"] for s in subjects)
     assert Counter(s["status"] for s in subjects)["withdrawn"] == 7
     study = next(r for r in written if r["resourceType"] == "ResearchStudy")
-    assert [a["name"] for a in study["arm"]] == ["Arm 1", "Arm 2"]
+    assert [a["name"] for a in study["arm"]] == [
+        "Intervention: supervised training", "Control: home exercise"]
     assert study["identifier"] == [{"system": "https://www.isrctn.com",
                                     "value": "ISRCTN35925199"}]
 
