@@ -63,8 +63,12 @@ def emulator_rate(emulator, batch_size: int = BATCH_SIZE) -> dict[str, float]:
             "mb_per_s": size / seconds / 1e6}
 
 
-def bench_size(n: int, reps: int, workdir: Path) -> dict:
-    """Every figure at one project size; baseline and full sync alternate within each repeat."""
+def bench_size(n: int, reps: int, workdir: Path, runner=None) -> dict:
+    """Every figure at one project size; baseline and full sync alternate within each repeat.
+
+    `runner` replaces `run_child` (the smoke test runs the measurements in-process).
+    """
+    run_child = runner or globals()["run_child"]
     started = time.perf_counter()
     project = make_project(n)
     result: dict = {"participants": n, "rows": len(project.rows), "reps": reps,

@@ -6,14 +6,21 @@ import json
 
 import pytest
 
-from benchmarks import report, run
+from benchmarks import child, report, run
 from benchmarks.workload import make_project, serve
+
+
+def in_process(mode, url, token, out_dir):
+    # Same measurements as the subprocess children, minus ~3 s of imports each.
+    result = child.measure(mode, url, token, out_dir)
+    result["peak_rss_mb"] = child.peak_rss_mb()
+    return result
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bench")
-    size = run.bench_size(5, 1, workdir)
+    size = run.bench_size(5, 1, workdir, runner=in_process)
     return {"command": "pytest", "machine": run.machine(), "sizes": [size], "total_s": 1.0}
 
 
@@ -52,3 +59,10 @@ def test_changed_records_are_one_percent_and_at_least_one():
             "enrollment_notes" in row.values and "benchmark" in row.values["enrollment_notes"]
             for row in emulator.store.rows_of(r))]
         assert len(edited) == 1
+
+
+def test_a_child_process_measures_itself(tmp_path):
+    with serve(make_project(2)) as (emulator, token):
+        got = run.run_child("baseline", emulator.url, token, tmp_path)
+    assert got["rows"] > 0 and got["seconds"] > 0 and got["peak_rss_mb"] > 50
+    assert (tmp_path / "baseline.parquet").exists()
