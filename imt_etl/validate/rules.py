@@ -378,7 +378,10 @@ def _cross_instrument(rule: Rule, ctx: RuleContext) -> list[Finding]:
     for side, op in (("min", operator.lt), ("max", operator.gt)):
         if side not in p:
             continue
-        bound = table["record_id"].map(_reference(ctx, p[side], rule))
+        reference = _reference(ctx, p[side], rule)
+        if reference.empty:  # nothing to compare with (say, nobody has withdrawn)
+            continue
+        bound = table["record_id"].map(reference)
         if not pd.api.types.is_datetime64_any_dtype(value):
             bound = _numbers(bound)
         bad = (value.notna() & bound.notna()).astype(bool)
