@@ -9,7 +9,6 @@ every project of one deployment is expected to share these instruments, as sites
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -25,7 +24,6 @@ def instrument_names() -> list[str]:
     """Instruments from the configured data-dictionary CSV (default: the reference study's)."""
     path = Path(os.environ.get("IMT_ETL_DICTIONARY") or REFERENCE_DICTIONARY)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            return DataDictionary.from_csv_rows(csv.DictReader(handle)).forms
+        return DataDictionary.from_csv_file(path).forms
     except OSError as exc:
         raise ConfigError(f"data dictionary {path}: cannot be read ({exc.strerror})") from exc

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from imt_etl.errors import DictionaryError
 
@@ -224,6 +226,12 @@ class DataDictionary:
         return cls.from_metadata(
             {header_to_key.get(k, k): (v or "") for k, v in row.items()} for row in rows
         )
+
+    @classmethod
+    def from_csv_file(cls, path: Path) -> DataDictionary:
+        """From a data-dictionary CSV file as REDCap downloads it (a BOM is tolerated)."""
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return cls.from_csv_rows(csv.DictReader(handle))
 
     def to_metadata(self) -> list[dict[str, str]]:
         return [f.to_metadata() for f in self.fields]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from functools import cache
 from pathlib import Path
 
@@ -105,8 +104,7 @@ SETTINGS = {
 @cache
 def load_dictionary(path: Path = DICTIONARY_PATH) -> DataDictionary:
     """The study's data dictionary from the shipped CSV (the source of truth)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return DataDictionary.from_csv_rows(csv.DictReader(handle))
+    return DataDictionary.from_csv_file(path)
 
 
 def empty_project() -> ProjectDefinition:
