@@ -135,10 +135,6 @@ def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path
     return path
 
 
-def write_instrument_tables(result: TidyResult, out_dir: Path) -> dict[str, Path]:
-    return {form: write_instrument_table(result, form, out_dir) for form in result.tables}
-
-
 @holds_output_lock  # one run per output folder at a time (imt_etl.lock)
 def run(
     settings: Settings,
