@@ -95,12 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         params = decode_form(body)
         fault = self.server.faults.decide() if self.server.faults else None
-        if fault is not None and self._early_fault(fault):
+        if fault is not None:
+            # Logged before the client can see it, so the log is complete when the client gives up.
             log.info("fault %s injected on content=%s", fault.value, params.get("content"))
-            return
+            if self._early_fault(fault):
+                return
         response = handle_request(self.server.store, params, self.server.token)
         if fault is not None:
-            log.info("fault %s injected on content=%s", fault.value, params.get("content"))
             self._late_fault(fault, response)
         else:
             self._send(response)

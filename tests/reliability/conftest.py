@@ -27,6 +27,9 @@ def imt_etl_logs_reach_caplog():
             logger.disabled, logger.propagate = False, True
             logger.handlers[:] = []
     logging.getLogger("imt_etl").setLevel(logging.NOTSET)
+    # A handler left on the root logger by an in-process Dagster run rewrites records in place.
+    logging.root.handlers[:] = [h for h in logging.root.handlers
+                                if type(h).__module__.startswith("_pytest")]
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ run after bounded retries with nothing written and the sync state where it was."
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,12 +38,18 @@ def flaky(seed: int) -> FaultProfile:
     return FaultProfile(**MIX, retry_after=0, timeout_seconds=1.5, slow_seconds=0.1, seed=seed)
 
 
+# Read the rendered messages, not record.msg/args: a handler installed by an earlier test in the
+# session (Dagster's) may have rendered a record's msg in place and cleared its args.
+FAULT_LINE = re.compile(r"\bfault (\S+) injected on content=")
+RETRY_LINE = re.compile(r"; retry \d+ of \d+ in ")
+
+
 def faults_seen(caplog) -> list[str]:
-    return [r.args[0] for r in caplog.records if r.msg.startswith("fault %s injected")]
+    return [m.group(1) for r in caplog.records if (m := FAULT_LINE.search(r.getMessage()))]
 
 
 def retries_seen(caplog) -> int:
-    return sum(1 for r in caplog.records if "retry %d of %d" in str(r.msg))
+    return sum(1 for r in caplog.records if RETRY_LINE.search(r.getMessage()))
 
 
 def flaky_run(url, token, out, caplog, **kwargs):
@@ -52,11 +59,7 @@ def flaky_run(url, token, out, caplog, **kwargs):
     summary = pipeline.run(fast_settings(url, token, out, batch_size=1, timeout=TIMEOUT),
                            **kwargs)
     elapsed = time.perf_counter() - started
-    faults = faults_seen(caplog)
-    # The server logs a timeout only when its late answer goes out; the client saw it at once.
-    if "Read timed out" in caplog.text and "timeout" not in faults:
-        faults.append("timeout")
-    return summary, faults, retries_seen(caplog), elapsed
+    return summary, faults_seen(caplog), retries_seen(caplog), elapsed
 
 
 def test_a_20_percent_fault_rate_gives_the_same_outputs_as_a_clean_server(
