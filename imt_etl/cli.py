@@ -57,14 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser(
         "sync", help="sync a REDCap project (token from the environment)",
         description="Settings come from --config FILE (YAML: url, project_name, study, out, "
-        "batch_size), then IMT_ETL_REDCAP_URL / IMT_ETL_PROJECT / IMT_ETL_STUDY / IMT_ETL_OUT / "
-        "IMT_ETL_BATCH_SIZE, then the options below. The token only from REDCAP_API_TOKEN.")
+        "batch_size, mappings, schemas), then IMT_ETL_REDCAP_URL / IMT_ETL_PROJECT / "
+        "IMT_ETL_STUDY / IMT_ETL_OUT / IMT_ETL_BATCH_SIZE / IMT_ETL_MAPPINGS / IMT_ETL_SCHEMAS, "
+        "then the options below. The token only from REDCAP_API_TOKEN.")
     _add_output_options(sync, out_default=None)
     sync.add_argument("--config", type=Path, help="YAML settings file")
     sync.add_argument("--url", help="REDCap API URL, ending in /api/")
     sync.add_argument("--project-name", help="name used in state and summaries (redcap)")
     sync.add_argument("--study",
                       help="study configuration: mappings/<study>/ and schemas/<study>/ (imt)")
+    sync.add_argument("--mappings", type=Path, metavar="DIR",
+                      help="folder holding <study>/ mappings and terminology/ (bundled)")
+    sync.add_argument("--schemas", type=Path, metavar="DIR",
+                      help="folder holding <study>/rules.yaml (bundled)")
     sync.add_argument("--incremental", action="store_true", help="only changed/deleted records")
     sync.add_argument("--batch-size", type=int, help="records per API call (50)")
     sync.add_argument(
@@ -84,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     que = sub.add_parser("questionnaire", help="print or write a project's FHIR Questionnaires")
     _add_output_options(que)
     que.add_argument("--project", type=Path, help="REDCap project XML (default: bundled IMT)")
+    que.add_argument("--dictionary", type=Path,
+                     help="a REDCap data-dictionary CSV instead of a project XML")
     que.add_argument("--form", help="one instrument only")
     que.add_argument("--study", help="mappings/<study>/ for codes and units "
                      "(default: imt for the bundled project, none otherwise)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imt_etl import pipeline
-from imt_etl.config import Settings, token_from_env
+from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, Settings, token_from_env
 from imt_etl.errors import ConfigError
 from imt_etl.privacy import key_from_env
 from imt_etl.progress import ProgressPrinter
@@ -46,6 +46,7 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
     given = merged_settings(args.config, {
         "url": args.url, "project_name": args.project_name, "study": args.study,
         "out": str(args.out) if args.out is not None else None, "batch_size": args.batch_size,
+        "mappings": _opt_str(args.mappings), "schemas": _opt_str(args.schemas),
     })
     if not given.get("url"):
         raise ConfigError("no REDCap URL: give --url, IMT_ETL_REDCAP_URL or `url` in --config")
@@ -55,8 +56,14 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
         project_name=given.get("project_name", "redcap"), batch_size=given.get("batch_size", 50),
         verify_tls=not args.insecure, study=given.get("study", "imt"),
         pseudonym_key=key_from_env(),
+        mappings_root=Path(given.get("mappings", MAPPINGS_ROOT)),
+        schemas_root=Path(given.get("schemas", SCHEMAS_ROOT)),
     )
     return _run_and_report(settings, args, incremental=args.incremental, title="imt-etl sync")
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def redcap_emulator(args: argparse.Namespace) -> None:
@@ -193,24 +200,29 @@ def questionnaire(args: argparse.Namespace) -> dict[str, Any] | None:
     from imt_etl.fhir.export import project_questionnaires
     from imt_etl.fhir.ndjson import dumps
     from imt_etl.io import write_bytes_atomic
+    from imt_etl.redcap.dictionary import DataDictionary
     from imt_etl.redcap.project_xml import read_project_xml
-
-    if args.project is not None and not Path(args.project).is_file():
-        raise ConfigError(f"--project {args.project}: no such file")
     from imt_etl.studies.imt import reference_project_path
 
+    source = args.dictionary if args.dictionary is not None else args.project
+    if args.dictionary is not None and args.project is not None:
+        raise ConfigError("give --project or --dictionary, not both")
+    if source is not None and not Path(source).is_file():
+        option = "--dictionary" if args.dictionary is not None else "--project"
+        raise ConfigError(f"{option} {source}: no such file")
     reference_default = reference_project_path()
-    if args.project is None:
-        args.project = reference_default
-    project = read_project_xml(Path(args.project))
-    forms = [args.form] if args.form else project.dictionary.forms
-    unknown = [f for f in forms if f not in project.dictionary.forms]
+    if source is None:
+        source = reference_default
+    dictionary = (DataDictionary.from_csv_file(Path(source)) if args.dictionary is not None
+                  else read_project_xml(Path(source)).dictionary)
+    forms = [args.form] if args.form else dictionary.forms
+    unknown = [f for f in forms if f not in dictionary.forms]
     if unknown:
-        raise ConfigError(f"--form {unknown[0]!r} is not an instrument of {args.project} "
-                          f"(instruments: {', '.join(project.dictionary.forms)})")
+        raise ConfigError(f"--form {unknown[0]!r} is not an instrument of {source} "
+                          f"(instruments: {', '.join(dictionary.forms)})")
     # The bundled project uses the reference mapping; another project only the one named.
-    study = args.study or ("imt" if args.project == reference_default else None)
-    built = project_questionnaires(project.dictionary, forms, study,
+    study = args.study or ("imt" if source == reference_default else None)
+    built = project_questionnaires(dictionary, forms, study,
                                    canonical_base=args.canonical_base)
     for form, build in built.items():
         for report in build.unsupported:

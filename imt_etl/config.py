@@ -60,6 +60,8 @@ class Settings:
             raise ConfigError(
                 f"the REDCap API token (from {TOKEN_ENV}) must be 32 letters or digits"
             )
+        if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
+            raise ConfigError(f"output folder {self.out_dir}: exists and is not a folder")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1 (got {self.batch_size})")
         if self.bundle_size < 1:

@@ -20,10 +20,12 @@ class DictionaryError(ImtEtlError):
 
     exit_code = 2
 
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, source: str = ""):
         self.field = field
         self.problem = problem
-        super().__init__(f"data dictionary, field {field!r}: {problem}")
+        self.source = source
+        where = f"data dictionary {source}" if source else "data dictionary"
+        super().__init__(f"{where}, field {field!r}: {problem}")
 
 
 class LogicError(ImtEtlError):
@@ -73,6 +75,10 @@ class RedcapError(ImtEtlError):
 
 class RedcapAuthError(RedcapError):
     """The token was rejected (401/403): retrying cannot help."""
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
+        super().__init__(f"{message} (the API token in REDCAP_API_TOKEN was refused: check it "
+                         "belongs to this project and has API export rights)", status, False)
 
 
 class ValidationFailed(ImtEtlError):

@@ -20,6 +20,7 @@ from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.lock import holds_output_lock
 from imt_etl.outputs import build_outputs
+from imt_etl.preflight import check_study_config
 from imt_etl.privacy import key_from_env
 from imt_etl.redcap.client import RedcapClient
 from imt_etl.redcap.extract import SyncPlan, extract_records, plan_sync
@@ -147,6 +148,7 @@ def run(
     """One whole run: extract, save state, tidy, validate, write every output and the summary."""
     if settings.pseudonym_key is None:  # fail before any work when the key is missing
         settings = settings.with_(pseudonym_key=key_from_env())
+    check_study_config(settings.study, settings.mappings_root, settings.schemas_root)
     out_dir = Path(settings.out_dir)
     started = now or settings.run_time or datetime.now(UTC)
     summary = RunSummary(

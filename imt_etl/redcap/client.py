@@ -65,7 +65,7 @@ def validate_url(url: str, *, allow_insecure: bool = False) -> str:
         if not allow_insecure:
             raise ConfigError(
                 f"REDCap URL {url!r} is not https: the token would travel in clear text "
-                "(allow_insecure=True to accept that)"
+                "(`imt-etl sync --insecure` or allow_insecure=True accepts that)"
             )
         log.warning("REDCap URL %s is not https: the API token travels unencrypted", url)
     return url

@@ -230,8 +230,20 @@ class DataDictionary:
     @classmethod
     def from_csv_file(cls, path: Path) -> DataDictionary:
         """From a data-dictionary CSV file as REDCap downloads it (a BOM is tolerated)."""
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return cls.from_csv_rows(csv.DictReader(handle))
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                if CSV_HEADERS[0] not in (reader.fieldnames or ()) and \
+                        METADATA_KEYS[0] not in (reader.fieldnames or ()):
+                    raise DictionaryError("<header>", f"not a REDCap data dictionary (no "
+                                          f"{CSV_HEADERS[0]!r} column)", str(path))
+                return cls.from_csv_rows(reader)
+        except DictionaryError as exc:
+            if exc.source:
+                raise
+            raise DictionaryError(exc.field, exc.problem, str(path)) from exc
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DictionaryError("<file>", f"cannot be read ({exc})", str(path)) from exc
 
     def to_metadata(self) -> list[dict[str, str]]:
         return [f.to_metadata() for f in self.fields]

@@ -219,6 +219,10 @@ def _add_item(item: ET.Element, ref: ET.Element, form: str, seen: set[str],
     if xml_type == "checkbox":
         parsed.checkbox_columns[oid] = variable
     if variable in seen:
+        # A checkbox has one ItemDef per option, all with the same variable, on one form.
+        if xml_type != "checkbox" or parsed.form_of.get(variable) != form:
+            raise ProjectXmlError(parsed.source, f"field {variable!r} is defined twice (forms "
+                                  f"{parsed.form_of.get(variable)!r} and {form!r})")
         return
     seen.add(variable)
     field_type = XML_TO_DICT_TYPE.get(xml_type, xml_type)
@@ -380,6 +384,7 @@ def _instance(value: str | None, source: str, record: str, what: str) -> int:
 def _read_clinical(clinical: ET.Element, parsed: _Parsed, project: ProjectDefinition) -> None:
     source = parsed.source
     rows: dict[tuple[str, str, str, int | None], RecordRow] = {}
+    known_events = {e.unique_event_name for e in project.events}
     for subject in clinical.findall(f"{_O}SubjectData"):
         record = subject.get("SubjectKey")
         if not record:
@@ -398,6 +403,11 @@ def _read_clinical(clinical: ET.Element, parsed: _Parsed, project: ProjectDefini
                        or e.get("StudyEventOID", "").removeprefix("Event."),
                        e.get("StudyEventRepeatKey")) for e in event_elems] or [(subject, "", None)]
         for container, event, event_key in containers:
+            if project.is_longitudinal and event not in known_events:
+                raise ProjectXmlError(source, f"record {record!r}: data for event {event!r}, "
+                                      "which the project does not define")
+            if event_key is not None:
+                _instance(event_key, source, record, "StudyEventRepeatKey")
             for form_data in container.findall(f"{_O}FormData"):
                 form = form_data.get("FormOID", "").removeprefix("Form.")
                 if project.is_longitudinal and project.is_repeating_event(event):
@@ -443,6 +453,10 @@ def _read_items(form_data: ET.Element, row: RecordRow, parsed: _Parsed,
             continue
         if column in parsed.datetime_fields:
             value = value.replace("T", " ")  # REDCap writes datetimes with a "T"
+        if row.values.get(column, value) != value:  # the same record/event given twice
+            raise ProjectXmlError(parsed.source, f"record {row.record!r}, event "
+                                  f"{row.event or '-'!r}: field {column!r} has two values "
+                                  f"({row.values[column]!r} and {value!r})")
         row.values[column] = value
 
 

@@ -123,8 +123,13 @@ class ProjectMeta:
             client.repeating()
             if str(info.get("has_repeating_instruments_or_events", "0")) == "1" else []
         )
+        try:
+            dictionary = DataDictionary.from_metadata(client.metadata())
+        except DictionaryError as exc:  # the server's dictionary, not a file of ours
+            source = f"(metadata exported by {getattr(client, 'url', 'REDCap')})"
+            raise DictionaryError(exc.field, exc.problem, source) from exc
         return cls(
-            dictionary=DataDictionary.from_metadata(client.metadata()),
+            dictionary=dictionary,
             event_arms={str(e["unique_event_name"]): int(e["arm_num"]) for e in events},
             repeating=tuple(
                 RepeatingSetup(

@@ -113,7 +113,7 @@ def _rule(item: Mapping[str, Any], source: str) -> Rule:
     if kind not in KIND_KEYS:
         raise _fail(source, rid, f"kind {kind!r} is not one of {', '.join(KIND_KEYS)}")
     if item.get("severity") not in SEVERITIES:
-        raise _fail(source, rid, "severity must be error or warning")
+        raise _fail(source, rid, f"severity {item.get('severity')!r} must be error or warning")
     message = str(item.get("message") or "")
     if not message:
         raise _fail(source, rid, "a message for the data manager is required")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from imt_etl.redcap.tidy import ProjectMeta, TidyResult, TypeIssue
 from imt_etl.validate.branching import EventContext, branching_findings
+from imt_etl.validate.design import design_findings
 from imt_etl.validate.dictionary_schema import InstrumentSchema, build_schemas, run_schema
 from imt_etl.validate.quarantine import (
     ERROR,
@@ -96,7 +97,8 @@ def validate_project(tidy_result: TidyResult, meta: ProjectMeta,
     attrs = {f: t.attrs for f, t in original.tables.items()}
     schemas = {form: spec for form, spec in build_schemas(meta).items()
                if form in tidy_result.tables}
-    found = dictionary_findings(tidy_result, meta, schemas)
+    found = design_findings(meta.dictionary, set(tidy_result.tables))
+    found += dictionary_findings(tidy_result, meta, schemas)
     if rules is not None:
         replaced = rules.superseded_ranges()
         found = [f for f in found
