@@ -18,6 +18,7 @@ from pathlib import Path
 from imt_etl import last_success
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
+from imt_etl.gcpolicy import fewer_collections
 from imt_etl.lock import holds_output_lock
 from imt_etl.outputs import build_outputs
 from imt_etl.privacy import key_from_env
@@ -144,6 +145,19 @@ def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path
 
 @holds_output_lock  # one run per output folder at a time (imt_etl.lock)
 def run(
+    settings: Settings,
+    *,
+    incremental: bool = False,
+    client: RedcapClient | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    """One whole run: extract, save state, tidy, validate, write every output and the summary."""
+    with fewer_collections():
+        return _run(settings, incremental=incremental, client=client, progress=progress, now=now)
+
+
+def _run(
     settings: Settings,
     *,
     incremental: bool = False,
