@@ -1,6 +1,6 @@
 """Run the scale benchmarks and rewrite the results table in benchmarks/RESULTS.md.
 
-    python benchmarks/run.py [--quick] [--sizes 1000,10000] [--reps 3,1] [--no-write]
+    python benchmarks/run.py [--quick] [--sizes 1000,10000] [--reps 1,1] [--no-write]
 
 Each full sync, incremental sync, baseline and stage run is its own subprocess (so its peak RSS
 is its own) against one emulator per size served on loopback by this process.
@@ -169,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, no write")
     parser.add_argument("--sizes", default="1000,10000")
-    parser.add_argument("--reps", default="3,1", help="repeats per size, in --sizes order")
+    parser.add_argument("--reps", default="1,1", help="repeats per size, in --sizes order")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args(argv)

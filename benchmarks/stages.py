@@ -9,13 +9,14 @@ from pathlib import Path
 
 from benchmarks.workload import settings
 from imt_etl import pipeline
-from imt_etl.fhir.bundles import write_bundles
 from imt_etl.fhir.context import FhirContext
-from imt_etl.fhir.export import build_fhir
-from imt_etl.fhir.ndjson import dumps, write_ndjson
-from imt_etl.outputs import load_study_config, pseudonymiser
+from imt_etl.fhir.export import record_batches, record_fhir, study_fhir
+from imt_etl.fhir.ndjson import dumps
+from imt_etl.fhir.spool import Spool
+from imt_etl.fhir.writer import write_spooled
+from imt_etl.outputs import FHIR_BATCH_RECORDS, load_study_config, pseudonymiser
 from imt_etl.redcap.client import RedcapClient
-from imt_etl.tables.build import analysis_tables, default_config, write_tables
+from imt_etl.tables.build import analysis_tables, default_config, measurement_rows, write_tables
 from imt_etl.validate import validate_project
 
 
@@ -55,19 +56,39 @@ def stage_throughput(url: str, token: str, out_dir: Path) -> dict[str, float]:
     got["parquet_rows"] = (sum(len(t.frame) for t in built.values())
                            + sum(len(t) for t in tidy.tables.values()))
     ctx = FhirContext(mapping=study.mapping, run_time=now, pseudonymise=pseudonymiser(config))
-    start = _clock()
-    fhir = build_fhir(result.valid, result.raw, extraction.meta, ctx)
-    got["fhir_build_s"] = _clock() - start
-    resources = [r for items in fhir.resources.values() for r in items]
-    got["resources"] = len(resources)
-    start = _clock()
-    for resource in resources:
-        dumps(resource)
-    got["fhir_serialise_s"] = _clock() - start
-    start = _clock()
-    write_ndjson(resources, out_dir / "fhir")
-    got["ndjson_write_s"] = _clock() - start
-    start = _clock()
-    write_bundles(resources, out_dir / "fhir" / "bundles", bundle_size=config.bundle_size)
-    got["bundles_write_s"] = _clock() - start
+    rows = measurement_rows(result.valid, study.mapping,
+                            default_config(extraction.meta, study.mapping))
+    # As outputs.write_fhir: build a batch of records, serialise it, spool it; then merge.
+    build = serialise = spooled = 0.0
+    count = 0
+
+    def add(resources: list[dict]) -> None:
+        nonlocal serialise, spooled, count
+        start = _clock()
+        for resource in resources:
+            dumps(resource)
+        serialise += _clock() - start
+        start = _clock()
+        count += spool.add(resources)
+        spooled += _clock() - start
+
+    with Spool(out_dir / "fhir-spool") as spool:
+        start = _clock()
+        study_level = study_fhir(result.valid, extraction.meta, ctx)
+        build += _clock() - start
+        add([r for items in study_level.resources.values() for r in items])
+        for valid, raw, table in record_batches(result.valid, result.raw, FHIR_BATCH_RECORDS,
+                                                rows):
+            start = _clock()
+            built = record_fhir(valid, raw, extraction.meta, ctx, study_level.questionnaires,
+                                table)
+            build += _clock() - start
+            add([r for items in built.values() for r in items])
+        start = _clock()
+        write_spooled(spool, out_dir / "fhir", bundle_size=config.bundle_size)
+        written = _clock() - start
+    got["fhir_build_s"], got["resources"] = build, count
+    got["fhir_serialise_s"] = serialise
+    got["ndjson_write_s"] = spooled  # serialise + sorted runs on disk
+    got["bundles_write_s"] = written  # merge into NDJSON, bundles and manifest
     return got

@@ -10,12 +10,15 @@ still gets validated, typed instrument tables and the quality report.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+
+import pandas as pd
 
 from imt_etl import last_success
 from imt_etl.config import MAPPINGS_ROOT, SCHEMAS_ROOT, OutputConfig
@@ -97,56 +100,81 @@ def write_plain_instrument_tables(result: ValidationResult, meta: ProjectMeta,
 
 
 def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
-                   settings: OutputConfig, summary: RunSummary) -> None:
-    """Analysis tables under parquet/ and the study report under report/."""
+                   settings: OutputConfig, summary: RunSummary) -> pd.DataFrame:
+    """Analysis tables under parquet/ and the study report under report/; returns the long
+    measurement table they were built from (for `write_fhir`, computed once)."""
     from imt_etl.report.study import write_study_report
-    from imt_etl.tables.build import analysis_tables, default_config, write_tables
+    from imt_etl.tables.build import (
+        analysis_tables,
+        default_config,
+        measurement_rows,
+        write_tables,
+    )
 
     out_dir = Path(settings.out_dir)
     config = default_config(meta, mapping)
+    rows = measurement_rows(result.valid, mapping, config)
     built = analysis_tables(result.valid, meta, mapping, pseudonymise=pseudonymiser(settings),
-                            config=config)
+                            config=config, rows=rows)
     for path in write_tables(built, out_dir / "parquet", mapping).values():
         summary.add_file(path, out_dir)
     maybe_crash("after-tables")
     report = write_study_report(built, config, out_dir / "report", title=mapping.study.title)
     summary.add_file(report, out_dir)
     summary.stages["tables"] = {name: len(t.frame) for name, t in built.items()}
+    return rows
+
+
+# Records per FHIR build batch: the batch's resources are the only ones held in memory
+# (~800 per participant in the reference study).
+FHIR_BATCH_RECORDS = 50
 
 
 def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
-               settings: OutputConfig, summary: RunSummary, run_time: datetime) -> None:
-    """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources."""
-    from imt_etl.fhir.amend import mark_amended, previous_observations
-    from imt_etl.fhir.bundles import deletions_between, write_bundles
-    from imt_etl.fhir.context import FhirContext
-    from imt_etl.fhir.export import build_fhir
-    from imt_etl.fhir.ndjson import write_ndjson
+               settings: OutputConfig, summary: RunSummary, run_time: datetime,
+               rows: pd.DataFrame | None = None) -> None:
+    """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources.
+    `rows`: the long measurement table `write_analysis` returned (else computed per batch).
 
-    out_dir = Path(settings.out_dir)
+    Built and serialised a batch of records at a time (imt_etl.fhir.spool): memory holds one
+    batch's resources, never the whole study's.
+    """
+    from imt_etl.fhir.context import FhirContext
+    from imt_etl.fhir.export import record_batches, record_fhir, study_fhir
+    from imt_etl.fhir.spool import Spool
+    from imt_etl.fhir.writer import write_spooled
     from imt_etl.tables.build import default_config
 
+    out_dir = Path(settings.out_dir)
     config = default_config(meta, mapping)
     ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings),
                       arm_names=dict(config.arm_labels), event_labels=dict(config.event_labels))
-    build = build_fhir(result.valid, result.raw, meta, ctx)
     folder = fhir_dir(out_dir)
-    amended = mark_amended(build.resources.get("Observation", []), previous_observations(folder))
-    resources = [r for items in build.resources.values() for r in items]
-    deletions = deletions_between(last_success.previous_fhir_ids(out_dir), resources)
-    counts = write_ndjson(resources, folder)
-    manifest = write_bundles(resources, folder / "bundles", bundle_size=settings.bundle_size,
-                             deletions=deletions)
+    with Spool(last_success.spool_dir(out_dir)) as spool:
+        study = study_fhir(result.valid, meta, ctx)
+        spool.add(r for items in study.resources.values() for r in items)
+        batches = record_batches(result.valid, result.raw, FHIR_BATCH_RECORDS, rows)
+        for valid, raw, table in batches:
+            built = record_fhir(valid, raw, meta, ctx, study.questionnaires, table)
+            spool.add(r for items in built.values() for r in items)
+        ids = spool.folder / "fhir-ids.txt"
+        written = write_spooled(
+            spool, folder, bundle_size=settings.bundle_size,
+            previous_ids=last_success.previous_fhir_id_stream(out_dir), ids_out=ids,
+        )
+        # Complete and fsynced: handed to last_success.record_success in one rename.
+        os.replace(ids, last_success.pending_fhir_ids(out_dir))
+    manifest = written.manifest
     summary.files_written.extend(
-        [f"fhir/{kind}.ndjson" for kind in counts]
+        [f"fhir/{kind}.ndjson" for kind in written.counts]
         + [f"fhir/bundles/{b.file}" for b in manifest.bundles] + ["fhir/bundles/manifest.json"]
     )
     summary.stages["fhir"] = {
-        "resources": counts, "deletions": len(deletions), "bundles": len(manifest.bundles),
-        "observations_amended": amended,
+        "resources": written.counts, "deletions": written.deletions,
+        "bundles": len(manifest.bundles), "observations_amended": written.amended,
         "unsupported_branching_logic": [
             {"field": u.field, "logic": u.logic, "reason": u.reason}
-            for u in build.unsupported_logic
+            for u in study.unsupported_logic
         ],
     }
 
@@ -164,10 +192,10 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, s
         write_plain_instrument_tables(result, meta, settings, summary)
         return result
     clock = time.perf_counter()
-    write_analysis(result, meta, study.mapping, settings, summary)
+    rows = write_analysis(result, meta, study.mapping, settings, summary)
     summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
-    write_fhir(result, meta, study.mapping, settings, summary, run_time)
+    write_fhir(result, meta, study.mapping, settings, summary, run_time, rows)
     summary.durations_s["fhir"] = round(time.perf_counter() - clock, 3)
     return result
 

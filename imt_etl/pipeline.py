@@ -18,6 +18,7 @@ from pathlib import Path
 from imt_etl import last_success
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
+from imt_etl.gcpolicy import fewer_collections
 from imt_etl.lock import holds_output_lock
 from imt_etl.outputs import build_outputs
 from imt_etl.preflight import check_study_config
@@ -81,20 +82,27 @@ def extract(
         client, meta.dictionary, batch_size=batch_size, record_ids=plan.record_ids,
         progress=on_batch,
     )
-    rows: list[dict[str, str]] = []
-    for batch in batches:
-        rows.extend(batch)
-        maybe_crash("extract-batch")  # crash-safety test hook (imt_etl.faultpoints)
     rid = meta.dictionary.record_id_field
+    # Each batch is compacted as it arrives (imt_etl.redcap.snapshot.compact).
+    exported = RawSnapshot(rid, {})
+    for batch in batches:
+        part = RawSnapshot.from_rows(rid, batch)
+        for record, rows in part.rows_by_record.items():
+            exported.rows_by_record.setdefault(record, []).extend(rows)
+        exported.columns = list(dict.fromkeys(exported.columns + part.columns))
+        maybe_crash("extract-batch")  # crash-safety test hook (imt_etl.faultpoints)
+    n_rows = sum(len(rows) for rows in exported.rows_by_record.values())
     if plan.mode == "full" or previous is None:
-        snapshot = RawSnapshot.from_rows(rid, rows)
+        snapshot = exported
     else:
-        merged = previous.merged(rows, plan.record_ids, plan.deleted_ids)
+        merged = previous.merged(exported.rows(), plan.record_ids, plan.deleted_ids)
+        merged.columns = list(dict.fromkeys(merged.columns + exported.columns))
         # Records that no longer exist go even when the log no longer shows their deletion.
         alive = set(plan.all_record_ids)
-        snapshot = RawSnapshot(rid, {k: v for k, v in merged.rows_by_record.items() if k in alive})
+        snapshot = RawSnapshot(rid, {k: v for k, v in merged.rows_by_record.items() if k in alive},
+                               merged.columns)
     n_batches = -(-len(plan.record_ids) // batch_size)
-    return Extraction(meta, plan, snapshot, len(rows), n_batches, batches.missing_ids)
+    return Extraction(meta, plan, snapshot, n_rows, n_batches, batches.missing_ids)
 
 
 def save_extraction(extraction: Extraction, out_dir: Path, project: str, finished_at: datetime
@@ -138,6 +146,19 @@ def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path
 
 @holds_output_lock  # one run per output folder at a time (imt_etl.lock)
 def run(
+    settings: Settings,
+    *,
+    incremental: bool = False,
+    client: RedcapClient | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    """One whole run: extract, save state, tidy, validate, write every output and the summary."""
+    with fewer_collections():
+        return _run(settings, incremental=incremental, client=client, progress=progress, now=now)
+
+
+def _run(
     settings: Settings,
     *,
     incremental: bool = False,

@@ -54,3 +54,62 @@ def mark_amended(observations: Iterable[dict[str, Any]],
             resource["status"] = AMENDED
             count += 1
     return count
+
+
+class AmendStream:
+    """`mark_amended` for Observations streamed in id order, against the previous
+    Observation.ndjson (also in id order), read line by line instead of loaded whole.
+
+    Call it with each (id, serialised line); it returns the line to write. An unchanged
+    Observation is recognised by its bytes, so only changed ones are parsed.
+    """
+
+    def __init__(self, previous_file: Path):
+        path = Path(previous_file)
+        self.count = 0
+        self._path = path
+        self._lines = iter(path.open("rb")) if path.exists() else iter(())
+        self._number = 0
+        self._line: bytes | None = None
+        self._resource: dict[str, Any] | None = None
+        self._next()
+
+    def _next(self) -> None:
+        self._resource = None
+        for line in self._lines:
+            self._number += 1
+            if line.strip():
+                self._line = line if line.endswith(b"\n") else line + b"\n"
+                return
+        self._line = None
+
+    def _parsed(self) -> dict[str, Any]:
+        if self._resource is None:
+            try:
+                self._resource = orjson.loads(self._line or b"")
+                str(self._resource["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ImtEtlError(f"{self._path}, line {self._number}: not a FHIR Observation "
+                                  f"({exc})") from exc
+        return self._resource
+
+    def __call__(self, rid: bytes, line: bytes) -> bytes:
+        while self._line is not None:
+            if self._line == line:  # same id, same content, same status
+                self._next()
+                return line
+            before = self._parsed()
+            previous_id = str(before["id"]).encode()
+            if previous_id < rid:
+                self._next()
+                continue
+            if previous_id > rid:
+                return line
+            self._next()
+            resource = orjson.loads(line)
+            if before.get("status", "") == AMENDED or _content(before) != _content(resource):
+                resource["status"] = AMENDED
+                self.count += 1
+                return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS) + b"\n"
+            return line
+        return line

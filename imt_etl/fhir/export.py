@@ -8,7 +8,7 @@ row (from the row's REDCap strings), with the ids Observation.derivedFrom alread
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -32,7 +32,12 @@ from imt_etl.fhir.questionnaire import (
     build_questionnaire,
 )
 from imt_etl.fhir.questionnaire_response import build_questionnaire_response
-from imt_etl.fhir.study import build_study_resources
+from imt_etl.fhir.study import (
+    RESOURCE_ORDER,
+    participant_resources,
+    record_ids,
+    study_level_resources,
+)
 from imt_etl.redcap.dictionary import DataDictionary
 from imt_etl.redcap.tidy import KEY_COLUMNS, ProjectMeta
 
@@ -54,32 +59,90 @@ class FhirBuild:
 def build_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
                meta: ProjectMeta, ctx: FhirContext) -> FhirBuild:
     """All resources of the study from the valid instrument tables and their raw strings."""
-    resources = build_study_resources(valid, ctx.mapping, meta, ctx=ctx)
-    encounters = {e["id"] for e in resources.get("Encounter", [])}
-    questionnaires, responses, unsupported = [], [], []
+    study = study_fhir(valid, meta, ctx)
+    records = record_fhir(valid, raw, meta, ctx, study.questionnaires)
+    resources = {**{k: v for k, v in study.resources.items() if k != "Questionnaire"},
+                 **{k: v for k, v in records.items() if k != "QuestionnaireResponse"}}
+    resources = {k: resources[k] for k in RESOURCE_ORDER}
+    resources["Questionnaire"] = study.resources["Questionnaire"]
+    resources["QuestionnaireResponse"] = records["QuestionnaireResponse"]
+    return FhirBuild(resources, study.unsupported_logic)
+
+
+@dataclass
+class StudyFhir(FhirBuild):
+    """The study-level resources (ResearchStudy, CodeSystem, a Questionnaire per instrument)."""
+
+    questionnaires: dict[str, dict] = field(default_factory=dict)
+
+
+def study_fhir(valid: Mapping[str, pd.DataFrame], meta: ProjectMeta, ctx: FhirContext
+               ) -> StudyFhir:
+    """Resources that belong to the study, not to a record."""
+    resources = study_level_resources(valid, ctx.mapping, meta, ctx=ctx)
+    questionnaires: dict[str, dict] = {}
+    unsupported = []
     for form in meta.dictionary.forms:
         built = build_questionnaire(
             meta.dictionary, form, canonical_base=ctx.canonical_base,
             version=ctx.mapping.study.version, mapping=ctx.mapping,
             id=questionnaire_id(ctx.study_id, form, ctx.mapping.study.version),
         )
-        questionnaires.append(built.resource)
+        questionnaires[form] = built.resource
         unsupported.extend(built.unsupported)
+    resources["Questionnaire"] = list(questionnaires.values())
+    return StudyFhir(resources, unsupported, questionnaires)
+
+
+def record_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
+                meta: ProjectMeta, ctx: FhirContext, questionnaires: Mapping[str, dict],
+                table: pd.DataFrame | None = None) -> Resources:
+    """The resources of the records in `valid` (any subset: each depends only on its record).
+    `table` is their measurement table when already computed."""
+    resources = participant_resources(valid, ctx.mapping, meta, ctx=ctx, table=table)
+    encounters = {e["id"] for e in resources.get("Encounter", [])}
+    responses = []
+    for form in meta.dictionary.forms:
         if form in valid:
-            responses.extend(_responses(form, valid[form], raw[form], built.resource, meta, ctx,
-                                        encounters))
-    resources["Questionnaire"] = questionnaires
+            responses.extend(_responses(form, valid[form], raw[form], questionnaires[form], meta,
+                                        ctx, encounters))
     resources["QuestionnaireResponse"] = responses
-    return FhirBuild(resources, unsupported)
+    return resources
+
+
+def record_batches(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
+                   batch_records: int, table: pd.DataFrame | None = None
+                   ) -> Iterator[tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame],
+                                       pd.DataFrame | None]]:
+    """(valid, raw, measurement table) cut into batches of `batch_records` records of `valid`,
+    in record order; every batch has every table (empty where it has no rows)."""
+    records = record_ids(valid)
+    batch_of = {r: i // batch_records for i, r in enumerate(records)}
+    frames = {("valid", k): v for k, v in valid.items()}
+    frames.update({("raw", k): v for k, v in raw.items()})
+    if table is not None:
+        frames[("table", "")] = table
+    parts = {key: _split(frame, batch_of) for key, frame in frames.items()}
+    for n in range(-(-len(records) // batch_records)):
+        cut = {key: parts[key].get(n, frame.iloc[:0]) for key, frame in frames.items()}
+        yield ({k: v for (kind, k), v in cut.items() if kind == "valid"},
+               {k: v for (kind, k), v in cut.items() if kind == "raw"},
+               cut.get(("table", "")))
+
+
+def _split(frame: pd.DataFrame, batch_of: Mapping[str, int]) -> dict[int, pd.DataFrame]:
+    # Rows of records outside `batch_of` (raw rows of quarantined records) map to NaN: dropped.
+    numbers = frame["record_id"].astype(str).map(batch_of).to_numpy()
+    return {int(n): part for n, part in frame.groupby(numbers, sort=False)}
 
 
 def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire: dict,
                meta: ProjectMeta, ctx: FhirContext, encounters: set[str]) -> list[dict]:
     """One QuestionnaireResponse per valid row, built from that row's REDCap strings."""
-    raw_by_key = {_key(row): row for row in raw.to_dict("records")}
+    raw_by_key = {_key(row): row for row in _rows(raw)}
     date_field = _date_field(form, meta, ctx)
     out = []
-    for row in valid.to_dict("records"):
+    for row in _rows(valid):
         key = _key(row)
         record, event, instance = key[0], key[2], key[4]
         raw_row = {k: ("" if v is None or v is pd.NA else str(v))
@@ -96,6 +159,12 @@ def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire:
             record=record,
         ))
     return out
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as dicts (DataFrame.to_dict("records") is several times slower)."""
+    names = [str(c) for c in frame.columns]
+    return [dict(zip(names, row, strict=True)) for row in frame.to_numpy(dtype=object)]
 
 
 def _key(row: Mapping[str, Any]) -> tuple:

@@ -74,6 +74,34 @@ def build_study_resources(
     QuestionnaireResponses of the same rows (written by imt_etl.fhir.questionnaire_response
     with ids from imt_etl.fhir.context); pass derived_from=False when those are not written.
     """
+    out = {**study_level_resources(tables, mapping, meta, ctx=ctx),
+           **participant_resources(tables, mapping, meta, ctx=ctx, derived_from=derived_from)}
+    logger.info("study resources: %s", {k: len(v) for k, v in out.items()})
+    return {k: out[k] for k in RESOURCE_ORDER}
+
+
+def study_level_resources(tables: Tables, mapping: StudyMapping, meta: ProjectMeta, *,
+                          ctx: FhirContext) -> dict[str, list[dict[str, Any]]]:
+    """ResearchStudy (its arms need every record's arm) and the study's CodeSystem."""
+    if mapping is not ctx.mapping:
+        raise ValueError("ctx was made for another mapping")
+    arms = _record_arms(tables)
+    return {"ResearchStudy": [to_research_study(ctx, _arm_numbers(meta, arms))],
+            "CodeSystem": [to_codesystem(mapping)]}
+
+
+def participant_resources(
+    tables: Tables,
+    mapping: StudyMapping,
+    meta: ProjectMeta,
+    *,
+    ctx: FhirContext,
+    derived_from: bool = True,
+    table: pd.DataFrame | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Patient, ResearchSubject, Encounter and Observation of the records in `tables`: each
+    depends only on its own record's rows, so any subset of records can be built on its own.
+    `table` is their measurement table (imt_etl.measures), computed when not given."""
     if mapping is not ctx.mapping:
         raise ValueError("ctx was made for another mapping")
     records = record_ids(tables)
@@ -81,18 +109,15 @@ def build_study_resources(
     visits = visit_keys(tables, list(meta.event_arms))
     dates = _visit_dates(tables, mapping)
     arms = _record_arms(tables)
-    table = measurements(tables, mapping, event_order=list(meta.event_arms))
-    out: dict[str, list[dict[str, Any]]] = {
-        "ResearchStudy": [to_research_study(ctx, _arm_numbers(meta, arms))],
-        "CodeSystem": [to_codesystem(mapping)],
+    if table is None:
+        table = measurements(tables, mapping, event_order=list(meta.event_arms))
+    return {
         "Patient": [to_patient(r, values.of(r), ctx) for r in records],
         "ResearchSubject": [to_research_subject(r, values.of(r), arms.get(r), ctx)
                             for r in records],
         "Encounter": [to_encounter(r, e, dates.get((r, e), []), ctx) for r, e in visits],
         "Observation": observations(table, ctx, visits=set(visits), derived_from=derived_from),
     }
-    logger.info("study resources: %s", {k: len(v) for k, v in out.items()})
-    return {k: out[k] for k in RESOURCE_ORDER}
 
 
 # --- builders -------------------------------------------------------------------------------------

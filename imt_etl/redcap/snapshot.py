@@ -8,7 +8,7 @@ Stored as parquet with all columns as strings, exactly as REDCap sent them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,19 +19,37 @@ from imt_etl.io import write_parquet_atomic
 SNAPSHOT_FILE = "raw-records.parquet"
 
 
+# Kept even when empty: tidy reads their presence (a DAG column means the project has DAGs).
+_ALWAYS_KEPT = frozenset({"redcap_event_name", "redcap_repeat_instrument",
+                          "redcap_repeat_instance", "redcap_data_access_group"})
+
+
+def compact(row: dict[str, str], keep: frozenset[str] = _ALWAYS_KEPT) -> dict[str, str]:
+    """A flat row without its empty values (a missing key reads as "", as tidy reads it):
+    ~90 % of a flat export's cells are empty, so this is most of the snapshot's memory."""
+    return {k: v for k, v in row.items() if v != "" or k in keep}
+
+
 @dataclass
 class RawSnapshot:
-    """Flat rows (dicts of strings) grouped by record id, in first-seen record order."""
+    """Flat rows (dicts of strings, empty values left out) grouped by record id, in first-seen
+    record order; `columns` are the export's columns in order."""
 
     record_id_field: str
     rows_by_record: dict[str, list[dict[str, str]]]
+    columns: list[str] = field(default_factory=list)
 
     @classmethod
     def from_rows(cls, record_id_field: str, rows: Iterable[dict[str, str]]) -> RawSnapshot:
         grouped: dict[str, list[dict[str, str]]] = {}
+        columns: dict[str, None] = {}
+        keys: object = None
         for row in rows:
-            grouped.setdefault(str(row[record_id_field]), []).append(row)
-        return cls(record_id_field, grouped)
+            if row.keys() != keys:  # every row of an export has the same keys: checked once
+                keys = row.keys()
+                columns.update(dict.fromkeys(row))
+            grouped.setdefault(str(row[record_id_field]), []).append(compact(row))
+        return cls(record_id_field, grouped, list(columns))
 
     @property
     def record_ids(self) -> list[str]:
@@ -49,15 +67,17 @@ class RawSnapshot:
         A changed id with no rows in `changed_rows` was deleted between listing and export:
         it is removed too, as a full export would no longer return it.
         """
-        incoming = RawSnapshot.from_rows(self.record_id_field, changed_rows).rows_by_record
-        gone = set(deleted_ids) | (set(changed_ids) - set(incoming))
+        incoming = RawSnapshot.from_rows(self.record_id_field, changed_rows)
+        gone = set(deleted_ids) | (set(changed_ids) - set(incoming.rows_by_record))
         merged = {rid: rows for rid, rows in self.rows_by_record.items() if rid not in gone}
-        merged.update(incoming)
-        return RawSnapshot(self.record_id_field, merged)
+        columns = list(dict.fromkeys((self.columns if merged else []) + incoming.columns))
+        merged.update(incoming.rows_by_record)
+        return RawSnapshot(self.record_id_field, merged, columns)
 
     def save(self, state_dir: Path) -> Path:
         rows = self.rows()
-        columns = list(dict.fromkeys(key for row in rows for key in row)) or [self.record_id_field]
+        columns = list(dict.fromkeys(
+            self.columns + [key for row in rows for key in row])) or [self.record_id_field]
         table = pa.table(
             {c: pa.array([row.get(c, "") for row in rows], type=pa.string()) for c in columns}
         )
@@ -70,4 +90,7 @@ class RawSnapshot:
         path = Path(state_dir) / SNAPSHOT_FILE
         if not path.exists():
             return None
-        return cls.from_rows(record_id_field, pq.read_table(path).to_pylist())
+        table = pq.read_table(path)
+        # Batch by batch: the full rows of a whole project never exist at once.
+        return cls.from_rows(record_id_field, (
+            row for batch in table.to_batches(max_chunksize=2000) for row in batch.to_pylist()))

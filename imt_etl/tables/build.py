@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from imt_etl.fhir.mappings import StudyMapping
+from imt_etl.measures import measurements
 from imt_etl.redcap.tidy import ProjectMeta
 from imt_etl.tables.adherence import training_tables
 from imt_etl.tables.change import change_from_baseline
@@ -54,8 +55,11 @@ def analysis_tables(
     *,
     pseudonymise: Pseudonymise = identity,
     config: AnalysisConfig | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> dict[str, AnalysisTable]:
-    """All analysis tables in memory, keyed by name (the codebook last). Pass only valid rows."""
+    """All analysis tables in memory, keyed by name (the codebook last). Pass only valid rows.
+
+    `rows`: the long measurement table from `measurement_rows`, when the caller keeps it."""
     config = config or default_config(meta, mapping)
     repeating = {r.form for r in meta.repeating if r.form}
     timings: dict[str, float] = {}
@@ -74,7 +78,8 @@ def analysis_tables(
     started = time.perf_counter()
     tables = _plain_tables(tables)
     long = observations_long(tables, mapping, pseudonymise=pseudonymise,
-                             event_labels=config.event_labels, event_weeks=config.event_weeks)
+                             event_labels=config.event_labels, event_weeks=config.event_weeks,
+                             rows=rows)
     out[long.name] = long
     timed("observations_long", started)
     started = time.perf_counter()
@@ -94,6 +99,13 @@ def analysis_tables(
     log.info("analysis tables built: %s",
              ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     return out
+
+
+def measurement_rows(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
+                     config: AnalysisConfig) -> pd.DataFrame:
+    """The long measurement table as `analysis_tables` computes it, to share with FHIR."""
+    return measurements(_plain_tables(tables), mapping, event_labels=config.event_labels,
+                        event_weeks=config.event_weeks)
 
 
 def write_tables(built: Mapping[str, AnalysisTable], out_dir: Path,

@@ -60,9 +60,14 @@ def observations_long(
     pseudonymise: Pseudonymise = identity,
     event_labels: Mapping[str, str] | None = None,
     event_weeks: Mapping[str, float] | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> AnalysisTable:
-    """The measurement rows FHIR Observations are built from, with analyst-facing keys."""
-    rows = measurements(tables, mapping, event_labels=event_labels, event_weeks=event_weeks)
+    """The measurement rows FHIR Observations are built from, with analyst-facing keys.
+
+    `rows`: `measurements(tables, mapping, event_labels=..., event_weeks=...)` when the caller
+    already has it (the FHIR stage uses the same rows)."""
+    if rows is None:
+        rows = measurements(tables, mapping, event_labels=event_labels, event_weeks=event_weeks)
     frame = rows.rename(columns=_RENAME)
     frame["participant"] = pseudonyms(frame["participant"], pseudonymise)
     if event_labels is None:  # without labels the event name is the best visit label there is

@@ -37,7 +37,11 @@ CHILD = Path(__file__).with_name("sync_child.py")
 
 # name -> kill point of an incremental sync (two changed records, one per batch). The atomic
 # writes of such a sync go: 1-3 state (snapshot, design, sync state), 4-6 quality/, 7-19 instrument
-# tables, 20-27 analysis tables, 28-32 report/, 33-40 FHIR NDJSON, then bundles, manifest, summary.
+# tables, 20-27 analysis tables, 28-32 report/, 33-40 FHIR NDJSON in bundle (dependency) order
+# (CodeSystem, ResearchStudy, Patient, ResearchSubject, Encounter, Questionnaire,
+# QuestionnaireResponse, Observation), then bundles, manifest, summary. The FHIR writer's scratch
+# folder state/fhir-spool/ (sorted runs of serialised resources) exists only during a run: the
+# next run clears it.
 CASES = {
     "during-extraction": "extract-batch:1",
     "validated": "after-validation",
@@ -65,6 +69,10 @@ def finish(children: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str]]:
 
 def is_temp(name: str) -> bool:
     return Path(name).name.startswith(".") and name.endswith(".tmp")
+
+
+def is_scratch(name: str) -> bool:
+    return name.startswith("state/fhir-spool/")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,7 @@ def test_a_killed_run_leaves_previous_or_next_versions_only(crash_runs, clean_ou
     out = snapshot_root / name
     before, after = clean_outputs
     assert_all_readable(out)
-    files = [n for n in output_files(out) if not is_temp(n)]
+    files = [n for n in output_files(out) if not is_temp(n) and not is_scratch(n)]
     assert sorted(files) == sorted(previous[name])  # nothing missing, nothing half-made
     new = sorted(n for n in files if n != "state/.lock"
                  and not same_file(out / n, before / n))
@@ -118,10 +126,10 @@ def test_a_killed_run_leaves_previous_or_next_versions_only(crash_runs, clean_ou
     elif name == "inside-a-table-write":
         assert len([n for n in new if n.startswith("parquet/instruments/")]) == 5
         assert not any(n.startswith("fhir/") for n in new)
-    else:  # files 33-35: CodeSystem (unchanged by the edit), Encounter, Observation
+    else:  # files 33-35: CodeSystem, ResearchStudy (unchanged by the edits), Patient (one gone)
         fhir = {n for n in new if n.startswith("fhir/")}
-        assert fhir and fhir <= {"fhir/CodeSystem.ndjson", "fhir/Encounter.ndjson",
-                                 "fhir/Observation.ndjson"}
+        assert fhir and fhir <= {"fhir/CodeSystem.ndjson", "fhir/ResearchStudy.ndjson",
+                                 "fhir/Patient.ndjson"}
     temps = [n for n in output_files(out) if is_temp(n)]
     # A kill between a temp file's completion and its rename leaves that one temp file.
     assert len(temps) == (1 if CASES[name].startswith("atomic-write") else 0)

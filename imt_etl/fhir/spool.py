@@ -1,0 +1,83 @@
+"""FHIR resources serialised batch by batch into sorted runs on disk, merged per type at the end.
+
+A run builds its resources a batch of records at a time and never holds them all: each batch is
+serialised at once (one `dumps` per resource, reused by NDJSON and bundles) and written as one
+run file per type, sorted by id. `merged(type)` yields every (id, line) of a type in id order:
+the order `ndjson.write_ndjson` and `bundles.write_bundles` use, so the files are the same bytes.
+The spool folder is scratch: cleared when opened and removed when closed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from imt_etl.fhir.ndjson import dumps
+
+
+class Spool:
+    """Sorted runs of `id<TAB>json<LF>` lines per resource type under one scratch folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        shutil.rmtree(self.folder, ignore_errors=True)  # a killed run's leftovers
+        self.folder.mkdir(parents=True, mode=0o700)
+        self._runs: dict[str, list[Path]] = {}
+
+    def add(self, resources: Iterable[Mapping[str, Any]]) -> int:
+        """Serialise one batch; a missing type/id or an id twice in the batch raises ValueError."""
+        groups: dict[str, list[tuple[bytes, bytes]]] = {}
+        count = 0
+        for resource in resources:
+            rtype, rid = resource.get("resourceType"), resource.get("id")
+            if not isinstance(rtype, str) or not rtype or not isinstance(rid, str) or not rid:
+                raise ValueError(f"resource without resourceType/id: {str(resource)[:120]}")
+            groups.setdefault(rtype, []).append((rid.encode(), dumps(resource)))
+            count += 1
+        for rtype, items in groups.items():
+            items.sort()
+            runs = self._runs.setdefault(rtype, [])
+            path = self.folder / f"{rtype}.{len(runs):05d}.run"
+            with open(path, "wb") as handle:
+                handle.writelines(rid + b"\t" + line + b"\n" for rid, line in items)
+            runs.append(path)
+        return count
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._runs)
+
+    def merged(self, rtype: str) -> Iterator[tuple[bytes, bytes]]:
+        """(id, line ending in LF) of every resource of a type, ascending id.
+
+        The same id in two batches is a builder bug (it would overwrite data on the server).
+        """
+        handles = [open(p, "rb", buffering=1 << 16) for p in self._runs.get(rtype, [])]  # noqa: SIM115
+        try:
+            previous = None
+            for rid, line in heapq.merge(*(_lines(h) for h in handles)):
+                if rid == previous:
+                    raise ValueError(f"duplicate resource id {rtype}/{rid.decode()}")
+                previous = rid
+                yield rid, line
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+    for raw in handle:
+        rid, _, line = raw.partition(b"\t")
+        yield rid, line

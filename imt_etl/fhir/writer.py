@@ -1,0 +1,187 @@
+"""NDJSON, transaction bundles and manifest from a `Spool`, without holding the resources.
+
+The files are the same bytes as `ndjson.write_ndjson` + `bundles.write_bundles` over the same
+resources (tests/fhir/test_writer.py), built from the spooled lines instead of dicts:
+1. per type, in bundle order: merge the sorted runs into `<Type>.ndjson` (one atomic write),
+   mark amended Observations against the previous file, and note the ids (for the next run and
+   for pass 2); previous ids that no longer occur become DELETEs;
+2. bundles: the NDJSON lines wrapped as PUT entries, `bundle_size` per file, then the DELETEs.
+At most one temp output file exists at any time, as with the other writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from imt_etl.fhir.amend import AmendStream
+from imt_etl.fhir.bundles import (
+    MANIFEST,
+    BundleInfo,
+    BundleManifest,
+    _remove_stale,
+    _sha256,
+    full_url,
+    manifest_bytes,
+    type_rank,
+)
+from imt_etl.fhir.ndjson import _ndjson_files
+from imt_etl.fhir.spool import Spool
+from imt_etl.io import atomic_writer, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+_BUNDLE_TAIL = b'],"resourceType":"Bundle","type":"transaction"}\n'
+
+
+@dataclass(frozen=True)
+class SpooledWrite:
+    counts: dict[str, int]
+    manifest: BundleManifest
+    deletions: int
+    amended: int
+
+
+def write_spooled(
+    spool: Spool,
+    fhir_dir: Path,
+    *,
+    bundle_size: int,
+    previous_ids: Iterable[tuple[str, str]] = (),
+    ids_out: Path | None = None,
+    full_url_base: str | None = None,
+) -> SpooledWrite:
+    """Write `fhir_dir/<Type>.ndjson` and `fhir_dir/bundles/`; remove files of earlier runs
+    that this run does not write. `previous_ids` must come in bundle order (type rank, then id);
+    `ids_out` receives this run's ids in that order ("<Type>\\t<id>" lines)."""
+    if bundle_size < 1:
+        raise ValueError(f"bundle size must be at least 1 (got {bundle_size})")
+    fhir_dir = Path(fhir_dir)
+    types = sorted(spool.types, key=type_rank)
+    gone = _Gone(previous_ids)
+    amend = AmendStream(fhir_dir / "Observation.ndjson")
+    counts: dict[str, int] = {}
+    id_files: dict[str, Path] = {}
+    ids_path = ids_out or spool.folder / "ids.txt"
+    with open(ids_path, "wb", buffering=1 << 20) as all_ids:
+        for rtype in types:
+            id_files[rtype] = spool.folder / f"{rtype}.ids"
+            counts[rtype] = _write_type(spool, rtype, fhir_dir, amend, gone, all_ids,
+                                        id_files[rtype])
+        all_ids.flush()
+        os.fsync(all_ids.fileno())
+    for stale in _ndjson_files(fhir_dir):
+        if stale.stem not in counts:
+            log.info("removing %s: no %s resources in this run", stale, stale.stem)
+            stale.unlink()
+    deletions = gone.finish()
+    manifest = _write_bundles(types, fhir_dir, id_files, counts, deletions, bundle_size,
+                              full_url_base)
+    log.info("wrote NDJSON and %d bundles to %s: %s", len(manifest.bundles), fhir_dir, counts)
+    return SpooledWrite(dict(sorted(counts.items())), manifest, len(deletions), amend.count)
+
+
+def _write_type(spool: Spool, rtype: str, fhir_dir: Path, amend: AmendStream, gone: _Gone,
+                all_ids, id_file: Path) -> int:
+    count = 0
+    prefix = rtype.encode() + b"\t"
+    rank = type_rank(rtype)
+    with atomic_writer(fhir_dir / f"{rtype}.ndjson") as ndjson, \
+            open(id_file, "wb", buffering=1 << 20) as ids:
+        for rid, line in spool.merged(rtype):
+            if rtype == "Observation":
+                line = amend(rid, line)
+            gone.seen(rank, rid)
+            ndjson.write(line)
+            ids.write(rid + b"\n")
+            all_ids.write(prefix + rid + b"\n")
+            count += 1
+    return count
+
+
+def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
+                   counts: dict[str, int], deletions: list[tuple[str, str]], bundle_size: int,
+                   base: str | None) -> BundleManifest:
+    out_dir = fhir_dir / "bundles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    infos: list[BundleInfo] = []
+    pending: list[bytes] = []
+    puts = 0
+
+    def flush() -> None:
+        data = b'{"entry":[' + b",".join(pending) + _BUNDLE_TAIL
+        name = f"bundle-{len(infos) + 1:04d}.json"
+        write_bytes_atomic(out_dir / name, data)
+        deletes = len(pending) - puts
+        infos.append(BundleInfo(name, len(pending), puts, deletes, _sha256(data)))
+        pending.clear()
+
+    for entry, is_put in _entries(types, fhir_dir, id_files, deletions, base):
+        pending.append(entry)
+        puts += is_put
+        if len(pending) == bundle_size:
+            flush()
+            puts = 0
+    if pending:
+        flush()
+    _remove_stale(out_dir, {i.file for i in infos})
+    deleted: dict[str, int] = {}
+    for rtype, _ in deletions:
+        deleted[rtype] = deleted.get(rtype, 0) + 1
+    manifest = BundleManifest(
+        bundles=tuple(infos),
+        resources={k: v for k, v in sorted(counts.items()) if v},
+        deletions=dict(sorted(deleted.items())),
+        sha256=_sha256("".join(i.sha256 for i in infos).encode("ascii")),
+    )
+    write_bytes_atomic(out_dir / MANIFEST, manifest_bytes(manifest, bundle_size))
+    return manifest
+
+
+def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
+             deletions: list[tuple[str, str]], base: str | None) -> Iterator[tuple[bytes, bool]]:
+    """Bundle entries as JSON bytes (keys sorted, as `ndjson.dumps` would write them)."""
+    for rtype in types:
+        with open(fhir_dir / f"{rtype}.ndjson", "rb") as lines, open(id_files[rtype], "rb") as ids:
+            for rid_line, line in zip(ids, lines, strict=True):
+                rid = rid_line[:-1].decode()
+                yield (b'{"fullUrl":' + orjson.dumps(full_url(rtype, rid, base))
+                       + b',"request":{"method":"PUT","url":' + orjson.dumps(f"{rtype}/{rid}")
+                       + b'},"resource":' + line[:-1] + b"}"), True
+    for rtype, rid in deletions:
+        yield (b'{"request":{"method":"DELETE","url":' + orjson.dumps(f"{rtype}/{rid}")
+               + b"}}"), False
+
+
+class _Gone:
+    """Previous ids (in bundle order) not seen in this run, as DELETEs in server order."""
+
+    def __init__(self, previous: Iterable[tuple[str, str]]):
+        self._previous = iter(previous)
+        self._next = self._advance()
+        self._gone: list[tuple[str, str]] = []
+
+    def _advance(self) -> tuple[tuple[int, str], bytes, tuple[str, str]] | None:
+        item = next(self._previous, None)
+        return None if item is None else (type_rank(item[0]), item[1].encode(), item)
+
+    def seen(self, rank: tuple[int, str], rid: bytes) -> None:
+        while self._next is not None and (self._next[0], self._next[1]) < (rank, rid):
+            self._gone.append(self._next[2])
+            self._next = self._advance()
+        if self._next is not None and self._next[0] == rank and self._next[1] == rid:
+            self._next = self._advance()
+
+    def finish(self) -> list[tuple[str, str]]:
+        while self._next is not None:
+            self._gone.append(self._next[2])
+            self._next = self._advance()
+        # DELETEs: referrers first (reverse type order), ids ascending (as bundles.plan_entries)
+        gone = sorted(set(self._gone), key=lambda d: d[1])
+        gone.sort(key=lambda d: type_rank(d[0]), reverse=True)
+        return gone
