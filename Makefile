@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint dagster bench clean
+.PHONY: demo test audit lint dagster bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Known vulnerabilities in the installed dependencies (pip-audit; report in audit-report.json).
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py --out .
+
 # dagster dev on 127.0.0.1 with the emulator demo; DAGSTER_HOME is .dagster_home/ (telemetry off).
 DAGSTER_PORT ?= 3000
 dagster: $(STAMP)
@@ -32,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache audit-report.json
