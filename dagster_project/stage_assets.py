@@ -105,6 +105,7 @@ def _validated(run: StageRun) -> tuple[Any, Any, OutputConfig, RunSummary]:
                                       schemas_root=config.schemas_root)
     result = outputs.validate_and_report(pipeline.tidy(meta, snapshot), meta, study.rules,
                                          run.out_dir, summary)
+    result = outputs.shift_dates_if_configured(result, meta, study.mapping, config, summary)
     return meta, (result, study), config, summary
 
 

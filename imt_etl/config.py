@@ -27,6 +27,9 @@ class OutputConfig:
     pseudonym_key: bytes = field(default=b"", repr=False)
     allowed_identifiers: frozenset[str] = frozenset()
     bundle_size: int = 500
+    # Per-participant date shift (imt_etl.dateshift): None follows the study's study.yaml
+    # `date_shifting`, 0 turns it off, N shifts by up to N days.
+    date_shift_max_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Settings:
     pseudonym_key: bytes | None = field(default=None, repr=False)
     allowed_identifiers: frozenset[str] = frozenset()
     bundle_size: int = 500
+    date_shift_max_days: int | None = None  # see OutputConfig
 
     def __post_init__(self) -> None:
         if not self.redcap_url.endswith("/api/"):
@@ -81,6 +85,7 @@ class Settings:
             out_dir=Path(self.out_dir), study=self.study, mappings_root=self.mappings_root,
             schemas_root=self.schemas_root, pseudonym_key=self.pseudonym_key,
             allowed_identifiers=self.allowed_identifiers, bundle_size=self.bundle_size,
+            date_shift_max_days=self.date_shift_max_days,
         )
 
 

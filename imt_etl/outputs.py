@@ -148,7 +148,8 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     out_dir = Path(settings.out_dir)
     config = default_config(meta, mapping)
     ctx = FhirContext(mapping=mapping, run_time=run_time, pseudonymise=pseudonymiser(settings),
-                      arm_names=dict(config.arm_labels), event_labels=dict(config.event_labels))
+                      arm_names=dict(config.arm_labels), event_labels=dict(config.event_labels),
+                      allowed_identifiers=config.allowed_identifiers | settings.allowed_identifiers)
     folder = fhir_dir(out_dir)
     with Spool(last_success.spool_dir(out_dir)) as spool:
         study = study_fhir(result.valid, meta, ctx)
@@ -179,6 +180,24 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     }
 
 
+def shift_dates_if_configured(result: ValidationResult, meta: ProjectMeta,
+                              mapping: StudyMapping | None, settings: OutputConfig,
+                              summary: RunSummary) -> ValidationResult:
+    """Per-participant date shifting (imt_etl.dateshift) when the study or the run asks for it;
+    after validation, so the quality report shows the dates as entered in REDCap."""
+    from imt_etl.dateshift import max_shift_days, shift_result_dates
+
+    max_days = max_shift_days(mapping.study.settings if mapping else {},
+                              settings.date_shift_max_days)
+    if not max_days:
+        return result
+    shifted, count = shift_result_dates(result, meta.dictionary, settings.pseudonym_key,
+                                        settings.study, max_days)
+    summary.stages["date_shifting"] = {"max_days": max_days, "dates_shifted": count}
+    log.info("dates shifted per participant (up to %d days): %d values", max_days, count)
+    return shifted
+
+
 def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, summary: RunSummary,
                   run_time: datetime) -> ValidationResult:
     """Every output after extraction, in dependency order, with per-stage durations."""
@@ -188,6 +207,7 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, s
     clock = time.perf_counter()
     result = validate_and_report(tidy, meta, study.rules, out_dir, summary)
     summary.durations_s["validate"] = round(time.perf_counter() - clock, 3)
+    result = shift_dates_if_configured(result, meta, study.mapping, settings, summary)
     if study.mapping is None:
         write_plain_instrument_tables(result, meta, settings, summary)
         return result

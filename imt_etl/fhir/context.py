@@ -47,6 +47,9 @@ class FhirContext:
     # sex field and REDCap code -> FHIR administrative gender; default: read from the mapping
     gender_field: str | None = None
     gender_codes: Mapping[str, str] = field(default_factory=dict)
+    # Identifier fields (and the record id field) whose answers may appear in responses; every
+    # other identifier field's answer is left out (imt_etl.privacy).
+    allowed_identifiers: frozenset[str] = frozenset()
     # Ids and pseudonyms are pure functions of their parts: computed once per run (a study has
     # ~25 references per participant visit, and uuid5 + HMAC dominate the build time).
     _memo: dict[tuple, str] = field(default_factory=dict, init=False, repr=False, compare=False)

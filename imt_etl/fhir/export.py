@@ -38,6 +38,7 @@ from imt_etl.fhir.study import (
     record_ids,
     study_level_resources,
 )
+from imt_etl.privacy import identifier_fields
 from imt_etl.redcap.dictionary import DataDictionary
 from imt_etl.redcap.tidy import KEY_COLUMNS, ProjectMeta
 
@@ -141,13 +142,14 @@ def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire:
     """One QuestionnaireResponse per valid row, built from that row's REDCap strings."""
     raw_by_key = {_key(row): row for row in _rows(raw)}
     date_field = _date_field(form, meta, ctx)
+    # Names, MRNs, dates of birth... and the record id are never answered in a response.
+    hidden = identifier_fields(meta.dictionary) - ctx.allowed_identifiers
     out = []
     for row in _rows(valid):
         key = _key(row)
         record, event, instance = key[0], key[2], key[4]
-        raw_row = {k: ("" if v is None or v is pd.NA else str(v))
+        raw_row = {k: ("" if v is None or v is pd.NA or k in hidden else str(v))
                    for k, v in raw_by_key[key].items()}
-        raw_row.setdefault(meta.dictionary.record_id_field, record)
         enc = encounter_id(ctx, record, event)
         out.append(build_questionnaire_response(
             questionnaire, raw_row, meta.dictionary, form,

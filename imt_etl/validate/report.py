@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,36 @@ def read_previous(path: Path | None) -> pd.DataFrame | None:
         return None
 
 
+# The value shown instead of an identifier field's (name, MRN, date of birth...): the quality
+# report names the REDCap record, where the data manager sees the value itself.
+REDACTED = "[identifier: see the REDCap record]"
+
+
+def redact_identifiers(result: ValidationResult) -> ValidationResult:
+    """`result` with the values of identifier fields hidden in its findings and raw rows."""
+    fields = {(form, name) for form, names in result.identifiers.items() for name in names}
+    if not fields:
+        return result
+    findings = result.findings.copy()
+    hidden = [(form, name) in fields for form, name in
+              zip(findings["instrument"], findings["field"], strict=True)]
+    hidden = pd.Series(hidden, index=findings.index, dtype=bool) & findings["value"].notna()
+    # Messages quote the value ("'1962-02-30' is not a date"): hidden there too.
+    findings.loc[hidden, "message"] = [
+        str(message).replace(str(value), REDACTED) for message, value
+        in zip(findings.loc[hidden, "message"], findings.loc[hidden, "value"], strict=True)]
+    findings.loc[hidden, "value"] = REDACTED
+    raw = {}
+    for form, frame in result.raw.items():
+        names = [c for c in frame.columns if (form, c) in fields]
+        if names:
+            frame = frame.copy()
+            for name in names:
+                frame[name] = frame[name].where(frame[name].fillna("") == "", REDACTED)
+        raw[form] = frame
+    return replace(result, findings=findings, raw=raw)
+
+
 def quarantine_rows(result: ValidationResult) -> pd.DataFrame:
     """One row per error finding, with the whole raw row (REDCap strings) as JSON."""
     errors = result.findings[result.findings["severity"] == ERROR].copy()
@@ -71,7 +102,9 @@ def quarantine_rows(result: ValidationResult) -> pd.DataFrame:
 
 def write_report(result: ValidationResult, quality_dir: Path,
                  previous_findings_path: Path | None = None) -> list[Path]:
-    """Write findings.parquet, quarantine.parquet and index.html into `quality_dir`."""
+    """Write findings.parquet, quarantine.parquet and index.html into `quality_dir`.
+    Identifier values are redacted (REDACTED); record ids stay, to find the record in REDCap."""
+    result = redact_identifiers(result)
     quality_dir.mkdir(parents=True, exist_ok=True)
     findings_path = quality_dir / "findings.parquet"
     previous = read_previous(previous_findings_path or findings_path)

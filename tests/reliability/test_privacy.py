@@ -152,3 +152,17 @@ def test_drop_identifiers_removes_every_derived_column_unless_allowed():
     assert {"record_id", "mrn", "mrn_missing"} <= set(allowed.columns)
     assert "first_name" not in allowed.columns and "nickname" not in allowed.columns
     assert list(frame.columns)[0] == "record_id"  # the input is not modified
+
+
+def test_date_shifting_is_configured_by_the_study_or_the_run():
+    from imt_etl.dateshift import max_shift_days
+    from imt_etl.errors import ConfigError
+
+    assert max_shift_days({}) == 0  # off unless asked for
+    assert max_shift_days({"date_shifting": {"max_days": 90}}) == 90
+    assert max_shift_days({"date_shifting": {"max_days": 90, "enabled": False}}) == 0
+    assert max_shift_days({"date_shifting": {"max_days": 90}}, override=0) == 0
+    assert max_shift_days({}, override=30) == 30
+    for bad in ({"max_days": "90"}, {"max_days": -1}, {"days": 90}, [90], {"max_days": True}):
+        with pytest.raises(ConfigError, match="date_shifting"):
+            max_shift_days({"date_shifting": bad})
