@@ -54,7 +54,8 @@ def max_shift_days(study_settings: Mapping[str, Any], override: int | None = Non
 
 
 def _shift_column(values: pd.Series, days: pd.Series, *, text: bool) -> pd.Series:
-    shifted = [_shift_text(v, d) if text else shift_date(v, d) for v, d in zip(values, days, strict=True)]
+    shift = _shift_text if text else shift_date
+    shifted = [shift(v, d) for v, d in zip(values, days, strict=True)]
     return pd.Series(shifted, index=values.index, name=values.name).astype(values.dtype)
 
 
