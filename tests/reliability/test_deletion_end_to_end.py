@@ -123,6 +123,8 @@ def test_a_deleted_record_leaves_every_table_and_the_fhir_server(small_project, 
     deletes = {e["request"]["url"] for p in sorted((out / "fhir" / "bundles").glob("b*.json"))
                for e in json.loads(p.read_text())["entry"] if e["request"]["method"] == "DELETE"}
     assert deletes == published
+    print(f"\ndeleted participant: {_per_type(published)} DELETEd; "
+          f"{len(tables)} parquet tables checked")
 
     publish_bundles(out / "fhir" / "bundles", sekmet_url)
     assert _found(sekmet_url, published) == dict.fromkeys(TYPES, 0)

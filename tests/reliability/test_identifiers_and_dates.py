@@ -96,6 +96,7 @@ def test_no_identifier_value_reaches_any_output(runs, identifier_values):
         leaks = {(p.relative_to(out).as_posix(), v) for p in files
                  for text in [file_text(p)] for v in values if v in text}
         assert leaks == set()
+        print(f"\n{out.name}: {len(values)} identifier values, {len(files)} files: none found")
 
 
 def test_the_quality_report_names_the_record_but_redacts_the_value(runs):
@@ -148,6 +149,8 @@ def test_date_shifting_moves_every_date_and_keeps_intervals(runs, project):
     assert {p: list(v) for p, v in per_participant.items()} == {
         p: [offsets[p]] for p in per_participant.index}
     assert len(set(offsets.values())) > 3 and 0 not in offsets.values()
+    print(f"\n{summary.stages['date_shifting']['dates_shifted']} dates shifted, "
+          f"{len(days)} long-table dates compared, offsets {sorted(offsets.values())}")
     # Validation saw the dates as entered: the quality findings are the same in both runs.
     pd.testing.assert_frame_equal(pd.read_parquet(plain / "quality" / "findings.parquet"),
                                   pd.read_parquet(shifted / "quality" / "findings.parquet"))
@@ -183,3 +186,4 @@ def test_fhir_dates_are_shifted_like_the_tables(runs, project):
             assert moved.days == offsets[owner[subject]], (kind, rid)
             checked += 1
     assert checked > 1000
+    print(f"\nFHIR dates checked against the table offsets: {checked}")
