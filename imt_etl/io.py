@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imt_etl.faultpoints import maybe_crash
+
+# `.<name>.<8 random characters>.tmp`: what tempfile.mkstemp makes for the writers below.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(root: Path) -> list[Path]:
+    """Delete the temp files that writes killed mid-way left under `root`; return them.
+
+    Only safe while holding the output folder's lock (imt_etl.lock): then no write is live.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file() and _TEMP_NAME.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

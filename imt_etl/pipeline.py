@@ -19,6 +19,7 @@ from imt_etl import last_success
 from imt_etl.config import Settings
 from imt_etl.faultpoints import maybe_crash
 from imt_etl.gcpolicy import fewer_collections
+from imt_etl.io import remove_stale_temp_files
 from imt_etl.lock import holds_output_lock
 from imt_etl.outputs import build_outputs
 from imt_etl.preflight import check_study_config
@@ -171,6 +172,9 @@ def _run(
         settings = settings.with_(pseudonym_key=key_from_env())
     check_study_config(settings.study, settings.mappings_root, settings.schemas_root)
     out_dir = Path(settings.out_dir)
+    stale = remove_stale_temp_files(out_dir)  # left by a killed run; we hold the lock
+    if stale:
+        log.info("removed %d temp file(s) left by an interrupted run", len(stale))
     started = now or settings.run_time or datetime.now(UTC)
     summary = RunSummary(
         project=settings.project_name, study=settings.study,

@@ -47,3 +47,18 @@ def test_redacting_filter_scrubs_messages_and_args(caplog):
     logger.warning("token=%s in url", secret)
     assert secret not in caplog.text and "[REDACTED]" in caplog.text
     assert scrub(f"x{secret}y", [secret]) == "x[REDACTED]y"
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    from imt_etl.io import remove_stale_temp_files
+
+    (tmp_path / "fhir").mkdir()
+    stale = [tmp_path / ".Patient.ndjson.k2x_9abc.tmp",
+             tmp_path / "fhir" / ".a.parquet.abcdefgh.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "fhir" / "Patient.ndjson",
+            tmp_path / ".x.toolongname.tmp"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale)
+    assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
+    assert remove_stale_temp_files(tmp_path / "missing") == []

@@ -153,3 +153,5 @@ def test_the_next_run_completes_and_equals_a_clean_run(crash_runs, clean_outputs
     code, err = recovered[name]
     assert code == 0, err
     assert_same_outputs(folders[name], clean_outputs[1])
+    # The temp file a killed write left is gone: the next run (holding the lock) removed it.
+    assert [n for n in output_files(folders[name]) if is_temp(n)] == []
