@@ -77,11 +77,15 @@ def test_bad_projects_files_are_refused_with_a_clear_message(tmp_path, text, mes
         load_projects_file(path)
 
 
+# A token the emulator rejects, distinctive enough to search every stored byte for.
+BAD_TOKEN = "DEADBEEF" * 4
+
+
 @pytest.mark.slow
 def test_projects_run_in_parallel_with_multiprocess_and_a_bad_token_fails_alone(
         live_reference, dagster_home, tmp_path, monkeypatch):
     emulator, _ = live_reference
-    monkeypatch.setenv("IMT_TEST_BAD_TOKEN", "0" * 32)
+    monkeypatch.setenv("IMT_TEST_BAD_TOKEN", BAD_TOKEN)
     out = tmp_path / "out"
     projects_file = write_projects_file(tmp_path / "projects.yaml", [
         {"name": "site-a", "emulator": "reference", "out_dir": str(out / "site-a")},
@@ -109,7 +113,11 @@ def test_projects_run_in_parallel_with_multiprocess_and_a_bad_token_fails_alone(
     [(step, message)] = results["site-bad"]["failures"]
     assert step == "redcap_snapshot"
     assert "REDCap project 'site-bad'" in message and "HTTP 403" in message
-    assert "0" * 32 not in message
+    assert BAD_TOKEN not in message
+    # Nor anywhere Dagster keeps what happened: event log and run storage, compute logs, outputs.
+    stored = [p for root in (dagster_home, out) for p in root.rglob("*") if p.is_file()]
+    assert len(stored) > 10
+    assert [p for p in stored if BAD_TOKEN.encode() in p.read_bytes()] == []
 
     # The runs overlapped in time: they ran side by side, not one after the other.
     with dg.DagsterInstance.get() as instance:
