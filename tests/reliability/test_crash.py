@@ -48,12 +48,15 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def fork_context():
-    """The forkserver context: its server imports PRELOAD once, when the first child starts.
-    Stopped (and reaped) after this module's runs rather than orphaned when pytest exits."""
+    """The forkserver context, its server started now: it imports PRELOAD (seconds) on the
+    other core while the clean outputs are computed here. Stopped (and reaped) after this
+    module's runs rather than orphaned when pytest exits."""
+    from multiprocessing import forkserver, resource_tracker
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()  # returns at once: the server preloads in the background
     yield context
-    from multiprocessing import forkserver, resource_tracker
 
     # Private, but what the standard library's own tests use to stop both servers.
     for server in (forkserver._forkserver, resource_tracker._resource_tracker):
@@ -93,8 +96,8 @@ def is_scratch(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def crash_runs(reference_project, token, run_time, clean_outputs, tmp_path_factory,
-               fork_context):
+def crash_runs(fork_context, reference_project, token, run_time, clean_outputs,
+               tmp_path_factory):
     """Kill one sync per case, then run each folder again; everything observed, by case."""
     before, _ = clean_outputs
     root = tmp_path_factory.mktemp("crash")
