@@ -16,17 +16,19 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_demo_writes_tables_and_a_json_summary(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "demo", "--out", str(tmp_path), "--json")
-    assert code == 0, err
+def test_demo_writes_tables_and_a_json_summary(demo_runs):
+    # The session's demo runs (tests/conftest.py): the first, into an empty folder, had --json.
+    out_dir, _, _, printed = demo_runs
+    code, out = printed["json"]
+    assert code == 0
     summary = json.loads(out)
     assert summary["records"] == 33 and summary["status"] == "success"
     assert summary["instruments"]["enrollment"]["rows_extracted"] == 33
-    assert len(list((tmp_path / "parquet" / "instruments").glob("*.parquet"))) == 13
+    assert len(list((out_dir / "parquet" / "instruments").glob("*.parquet"))) == 13
 
 
-def test_demo_prints_a_summary_table(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "demo", "--out", str(tmp_path))
+def test_demo_prints_a_summary_table(demo_printed):
+    code, out = demo_printed["table"]
     assert code == 0
     assert "training_diary" in out and "records: 33" in out
 
@@ -54,8 +56,8 @@ def test_sync_with_a_bad_url_names_the_problem(capsys, monkeypatch, tmp_path):
 
 
 def test_sync_with_a_rejected_token_exits_3_without_leaking_it(capsys, monkeypatch, tmp_path,
-                                                               live_reference):
-    emulator, _ = live_reference
+                                                               live_small):
+    emulator, _ = live_small
     wrong = "B" * 32
     monkeypatch.setenv(TOKEN_ENV, wrong)
     code, out, err = run_cli(capsys, "sync", "--url", emulator.url, "--out", str(tmp_path))
@@ -65,8 +67,8 @@ def test_sync_with_a_rejected_token_exits_3_without_leaking_it(capsys, monkeypat
 
 
 def test_sync_then_incremental_against_the_emulator(capsys, monkeypatch, tmp_path,
-                                                    live_reference):
-    emulator, token = live_reference
+                                                    live_small):
+    emulator, token = live_small
     monkeypatch.setenv(TOKEN_ENV, token)
     base = ["sync", "--url", emulator.url, "--out", str(tmp_path), "--json"]
     code, out, _ = run_cli(capsys, *base)

@@ -38,10 +38,11 @@ def test_bad_environment_value_names_the_variable():
         merged_settings(None, {}, {"IMT_ETL_BATCH_SIZE": "ten"})
 
 
-def test_sync_reads_the_url_from_the_settings_file(capsys, monkeypatch, tmp_path, live_reference):
-    emulator, token = live_reference
+def test_sync_reads_the_url_from_the_settings_file(capsys, monkeypatch, tmp_path, live_small):
+    emulator, token = live_small
     monkeypatch.setenv(TOKEN_ENV, token)
-    path = write(tmp_path, f"url: {emulator.url}\nout: {tmp_path / 'o'}\nbatch_size: 11\n")
+    # 12 records in batches of 5 (the file's, not the default 50): 3 batches.
+    path = write(tmp_path, f"url: {emulator.url}\nout: {tmp_path / 'o'}\nbatch_size: 5\n")
     assert cli.main(["sync", "--config", str(path), "--json"]) == 0
     assert '"batches": 3' in capsys.readouterr().out
     assert (tmp_path / "o" / "run-summary.json").is_file()

@@ -7,6 +7,8 @@ the dotted key path (e.g. `measures.mip_kh2_best.unit`).
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import logging
 import re
@@ -280,9 +282,21 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
+@functools.lru_cache(maxsize=128)
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506
+
+
+def _load_yaml(text: str) -> Any:
+    """The document in `text`, parsed once per distinct text (a run reads every mapping file
+    twice, a long-lived process such as Dagster's many times); a copy, free to change.
+    A text that does not parse raises every time (errors are not cached)."""
+    return copy.deepcopy(_parse_yaml(text))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        data = _load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise MappingError(path.name, "<file>", f"cannot read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

@@ -14,9 +14,11 @@ def write_projects_file(path: Path, projects: list[dict]) -> Path:
 
 
 @pytest.fixture()
-def live_project_file(live_reference, tmp_path, monkeypatch):
-    """One project `site-a` served by the live emulator; yields (emulator, projects file)."""
-    emulator, token = live_reference
+def live_project_file(live_small, tmp_path, monkeypatch):
+    """One project `site-a` served by a live emulator of the 12-participant small_project (the
+    whole graph runs several times per test: the shipped 33 would double that);
+    yields (emulator, projects file)."""
+    emulator, token = live_small
     monkeypatch.setenv("IMT_TEST_TOKEN_A", token)
     path = write_projects_file(tmp_path / "projects.yaml", [{
         "name": "site-a", "url": emulator.url, "token_env": "IMT_TEST_TOKEN_A",

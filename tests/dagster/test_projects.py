@@ -83,8 +83,8 @@ BAD_TOKEN = "DEADBEEF" * 4
 
 @pytest.mark.slow
 def test_projects_run_in_parallel_with_multiprocess_and_a_bad_token_fails_alone(
-        live_reference, dagster_home, tmp_path, monkeypatch):
-    emulator, _ = live_reference
+        live_small, dagster_home, tmp_path, monkeypatch):
+    emulator, _ = live_small  # serves site-bad, whose token it refuses
     monkeypatch.setenv("IMT_TEST_BAD_TOKEN", BAD_TOKEN)
     out = tmp_path / "out"
     projects_file = write_projects_file(tmp_path / "projects.yaml", [

@@ -2,7 +2,7 @@
 
 
 def test_second_run_on_unchanged_data_is_byte_identical(demo_runs):
-    _, first, second = demo_runs
+    _, first, second, _ = demo_runs
     assert any(name.endswith(".ndjson") for name in first)
     assert any(name.startswith("fhir/bundles/bundle-") for name in first)
     assert sorted(first) == sorted(second)

@@ -3,22 +3,19 @@ either its previous or its next version, and the next run completes and equals a
 
 Kill points are deterministic: each child process gets IMT_ETL_TEST_CRASH_AT (see
 imt_etl.faultpoints). All children run at once against one emulator in this process, each on a
-copy of the previous run's output folder, as do the recovery runs after them.
+copy of the previous run's output folder, as do the recovery runs after them. The children are
+forked from a multiprocessing forkserver that imported the package once (sync_child.PRELOAD).
 """
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from imt_etl.config import TOKEN_ENV
-from imt_etl.faultpoints import CRASH_ENV
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_helpers import (  # noqa: E402
@@ -30,10 +27,9 @@ from reliability_helpers import (  # noqa: E402
     output_files,
     same_file,
 )
+from sync_child import PRELOAD, run_in_child  # noqa: E402
 
 pytestmark = pytest.mark.slow  # eight runs in child processes (four of them whole)
-
-CHILD = Path(__file__).with_name("sync_child.py")
 
 # name -> kill point of an incremental sync (two changed records, one per batch). The atomic
 # writes of such a sync go: 1-3 state (snapshot, design, sync state), 4-6 quality/, 7-19 instrument
@@ -50,20 +46,44 @@ CASES = {
 }
 
 
-def spawn(url: str, out: Path, token: str, run_time, point: str | None) -> subprocess.Popen:
-    env = {**os.environ, TOKEN_ENV: token}
-    env.pop(CRASH_ENV, None)
-    if point:
-        env[CRASH_ENV] = point
-    command = [sys.executable, str(CHILD), url, str(out), run_time.isoformat(), "incremental"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.fixture(scope="module")
+def fork_context():
+    """The forkserver context, its server started now: it imports PRELOAD (seconds) on the
+    other core while the clean outputs are computed here. Stopped (and reaped) after this
+    module's runs rather than orphaned when pytest exits."""
+    from multiprocessing import forkserver, resource_tracker
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()  # returns at once: the server preloads in the background
+    yield context
+
+    # Private, but what the standard library's own tests use to stop both servers.
+    for server in (forkserver._forkserver, resource_tracker._resource_tracker):
+        stop = getattr(server, "_stop", None)
+        if stop is not None:
+            stop()
 
 
-def finish(children: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str]]:
+def spawn(context, url: str, out: Path, token: str, run_time, point: str | None
+          ) -> tuple[multiprocessing.Process, Path]:
+    """An incremental sync of `out` in a child process that dies at `point` (None: never)."""
+    stderr = out.with_name(f"{out.name}.{'crash' if point else 'recover'}.stderr")
+    child = context.Process(target=run_in_child, args=(
+        url, str(out), token, run_time.isoformat(), "incremental", point, str(stderr)))
+    child.start()
+    return child, stderr
+
+
+def finish(children: dict[str, tuple[multiprocessing.Process, Path]]
+           ) -> dict[str, tuple[int | None, str]]:
     results = {}
-    for name, child in children.items():
-        err = child.communicate(timeout=300)[1].decode()
-        results[name] = (child.returncode, err)
+    for name, (child, stderr) in children.items():
+        child.join(timeout=300)
+        if child.exitcode is None:  # hung: stop it, and the assertions report it
+            child.kill()
+            child.join()
+        results[name] = (child.exitcode, stderr.read_text(errors="replace"))
     return results
 
 
@@ -76,7 +96,8 @@ def is_scratch(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def crash_runs(reference_project, token, run_time, clean_outputs, tmp_path_factory):
+def crash_runs(fork_context, reference_project, token, run_time, clean_outputs,
+               tmp_path_factory):
     """Kill one sync per case, then run each folder again; everything observed, by case."""
     before, _ = clean_outputs
     root = tmp_path_factory.mktemp("crash")
@@ -87,13 +108,15 @@ def crash_runs(reference_project, token, run_time, clean_outputs, tmp_path_facto
         previous[name] = fingerprint(out)
     with emulator_for(reference_project, token) as server:
         change_data(server)
-        killed = finish({name: spawn(server.url, folders[name], token, run_time, point)
+        killed = finish({name: spawn(fork_context, server.url, folders[name], token, run_time,
+                                     point)
                          for name, point in CASES.items()})
         # What a reader sees after the crash, kept for the assertions below.
         snapshot_root = root / "after-crash"
         for name, out in folders.items():
             shutil.copytree(out, snapshot_root / name)
-        recovered = finish({name: spawn(server.url, folders[name], token, run_time, None)
+        recovered = finish({name: spawn(fork_context, server.url, folders[name], token,
+                                        run_time, None)
                             for name in CASES})
     return folders, previous, killed, snapshot_root, recovered
 
