@@ -146,20 +146,8 @@ def write_instrument_table(result: TidyResult, form: str, out_dir: Path) -> Path
 
 
 @holds_output_lock  # one run per output folder at a time (imt_etl.lock)
+@fewer_collections()
 def run(
-    settings: Settings,
-    *,
-    incremental: bool = False,
-    client: RedcapClient | None = None,
-    progress: Progress | None = None,
-    now: datetime | None = None,
-) -> RunSummary:
-    """One whole run: extract, save state, tidy, validate, write every output and the summary."""
-    with fewer_collections():
-        return _run(settings, incremental=incremental, client=client, progress=progress, now=now)
-
-
-def _run(
     settings: Settings,
     *,
     incremental: bool = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imt_etl.dateshift import max_shift_days
 from imt_etl.errors import ConfigError
 from imt_etl.fhir.mappings import load_study_mapping
 from imt_etl.validate.rules import load_rules
@@ -23,7 +24,7 @@ def check_study_config(study: str, mappings_root: Path, schemas_root: Path) -> N
         known = ", ".join(available_studies(mappings_root)) or "none"
         raise ConfigError(f"study {study!r}: no mappings in {folder} (study.yaml missing; "
                           f"studies in {mappings_root}: {known})")
-    load_study_mapping(folder)
+    max_shift_days(load_study_mapping(folder).study.settings)  # a bad date_shifting fails now
     rules_file = Path(schemas_root) / study / "rules.yaml"
     if rules_file.is_file():
         load_rules(rules_file)
