@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser(
         "sync", help="sync a REDCap project (token from the environment)",
         description="Settings come from --config FILE (YAML: url, project_name, study, out, "
-        "batch_size, mappings, schemas), then IMT_ETL_REDCAP_URL / IMT_ETL_PROJECT / "
-        "IMT_ETL_STUDY / IMT_ETL_OUT / IMT_ETL_BATCH_SIZE / IMT_ETL_MAPPINGS / IMT_ETL_SCHEMAS, "
+        "batch_size, mappings, schemas, workers), then IMT_ETL_REDCAP_URL / IMT_ETL_PROJECT / "
+        "IMT_ETL_STUDY / IMT_ETL_OUT / IMT_ETL_BATCH_SIZE / IMT_ETL_MAPPINGS / IMT_ETL_SCHEMAS / "
+        "IMT_ETL_WORKERS, "
         "then the options below. The token only from REDCAP_API_TOKEN.")
     _add_output_options(sync, out_default=None)
     sync.add_argument("--config", type=Path, help="YAML settings file")
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder holding <study>/rules.yaml (bundled)")
     sync.add_argument("--incremental", action="store_true", help="only changed/deleted records")
     sync.add_argument("--batch-size", type=int, help="records per API call (50)")
+    sync.add_argument("--workers", type=int,
+                      help="processes building FHIR beside the tables (0: one per core, max 4)")
     sync.add_argument(
         "--insecure", action="store_true", help="allow plain HTTP to a non-loopback host"
     )

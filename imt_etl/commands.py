@@ -47,6 +47,7 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.url, "project_name": args.project_name, "study": args.study,
         "out": str(args.out) if args.out is not None else None, "batch_size": args.batch_size,
         "mappings": _opt_str(args.mappings), "schemas": _opt_str(args.schemas),
+        "workers": args.workers,
     })
     if not given.get("url"):
         raise ConfigError("no REDCap URL: give --url, IMT_ETL_REDCAP_URL or `url` in --config")
@@ -58,6 +59,7 @@ def sync(args: argparse.Namespace) -> dict[str, Any]:
         pseudonym_key=key_from_env(),
         mappings_root=Path(given.get("mappings", MAPPINGS_ROOT)),
         schemas_root=Path(given.get("schemas", SCHEMAS_ROOT)),
+        workers=given.get("workers", 0),
     )
     return _run_and_report(settings, args, incremental=args.incremental, title="imt-etl sync")
 

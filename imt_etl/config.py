@@ -30,6 +30,15 @@ class OutputConfig:
     # Per-participant date shift (imt_etl.dateshift): None follows the study's study.yaml
     # `date_shifting`, 0 turns it off, N shifts by up to N days.
     date_shift_max_days: int | None = None
+    # Processes building FHIR (imt_etl.batchpool): 1 builds in this process only; more fork
+    # workers that build record batches while this process writes the analysis tables.
+    workers: int = 1
+    fhir_batch_records: int = 50  # records per FHIR build batch (~800 resources each)
+
+
+def default_workers() -> int:
+    """The machine's cores, at most 4 (each worker holds a batch and its share of pages)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Settings:
     allowed_identifiers: frozenset[str] = frozenset()
     bundle_size: int = 500
     date_shift_max_days: int | None = None  # see OutputConfig
+    workers: int = 0  # see OutputConfig; 0: default_workers()
 
     def __post_init__(self) -> None:
         if not self.redcap_url.endswith("/api/"):
@@ -70,6 +80,8 @@ class Settings:
             raise ConfigError(f"batch size must be at least 1 (got {self.batch_size})")
         if self.bundle_size < 1:
             raise ConfigError(f"bundle size must be at least 1 (got {self.bundle_size})")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 (one per core) or more (got {self.workers})")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 16:
             raise ConfigError(
                 "the pseudonym key must be at least 16 bytes: set IMT_ETL_PSEUDONYM_KEY"
@@ -86,6 +98,7 @@ class Settings:
             schemas_root=self.schemas_root, pseudonym_key=self.pseudonym_key,
             allowed_identifiers=self.allowed_identifiers, bundle_size=self.bundle_size,
             date_shift_max_days=self.date_shift_max_days,
+            workers=self.workers or default_workers(),
         )
 
 

@@ -8,6 +8,19 @@ class ImtEtlError(Exception):
 
     exit_code = 1
 
+    def __reduce__(self):
+        # Subclasses take their own arguments, so the default pickling cannot rebuild them;
+        # rebuilt from message and attributes, an error raised in a worker process
+        # (imt_etl.batchpool) reaches the caller with its type and exit code.
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[ImtEtlError], message: str, attributes: dict) -> ImtEtlError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
+
 
 class ConfigError(ImtEtlError):
     """Configuration is missing or invalid (settings file, environment, CLI options)."""

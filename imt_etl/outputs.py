@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -99,21 +100,27 @@ def write_plain_instrument_tables(result: ValidationResult, meta: ProjectMeta,
         summary.add_file(path, out_dir)
 
 
+def measurement_table(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping
+                      ) -> pd.DataFrame:
+    """The long measurement table (one row per record, event, instance and measure) that both
+    the analysis tables and the FHIR Observations are built from."""
+    from imt_etl.tables.build import default_config, measurement_rows
+
+    return measurement_rows(result.valid, mapping, default_config(meta, mapping))
+
+
 def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
-                   settings: OutputConfig, summary: RunSummary) -> pd.DataFrame:
+                   settings: OutputConfig, summary: RunSummary,
+                   rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Analysis tables under parquet/ and the study report under report/; returns the long
-    measurement table they were built from (for `write_fhir`, computed once)."""
+    measurement table they were built from (`rows` when given, else computed here)."""
     from imt_etl.report.study import write_study_report
-    from imt_etl.tables.build import (
-        analysis_tables,
-        default_config,
-        measurement_rows,
-        write_tables,
-    )
+    from imt_etl.tables.build import analysis_tables, default_config, write_tables
 
     out_dir = Path(settings.out_dir)
     config = default_config(meta, mapping)
-    rows = measurement_rows(result.valid, mapping, config)
+    if rows is None:
+        rows = measurement_table(result, meta, mapping)
     built = analysis_tables(result.valid, meta, mapping, pseudonymise=pseudonymiser(settings),
                             config=config, rows=rows)
     for path in write_tables(built, out_dir / "parquet", mapping).values():
@@ -125,20 +132,29 @@ def write_analysis(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     return rows
 
 
-# Records per FHIR build batch: the batch's resources are the only ones held in memory
-# (~800 per participant in the reference study).
-FHIR_BATCH_RECORDS = 50
-
-
 def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
                settings: OutputConfig, summary: RunSummary, run_time: datetime,
                rows: pd.DataFrame | None = None) -> None:
     """NDJSON per resource type and transaction bundles, with DELETEs for vanished resources.
-    `rows`: the long measurement table `write_analysis` returned (else computed per batch).
+    `rows`: the long measurement table (`measurement_table`; else computed per batch)."""
+    with fhir_alongside(result, meta, mapping, settings, summary, run_time, rows):
+        pass
 
-    Built and serialised a batch of records at a time (imt_etl.fhir.spool): memory holds one
-    batch's resources, never the whole study's.
+
+@contextmanager
+def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
+                   settings: OutputConfig, summary: RunSummary, run_time: datetime,
+                   rows: pd.DataFrame | None = None) -> Iterator[None]:
+    """`write_fhir` around the caller's own work: the record batches are built by
+    `settings.workers - 1` forked workers while the body of the `with` runs, then the caller
+    builds what is left, and merges everything into NDJSON and bundles.
+
+    Built and serialised a batch of `settings.fhir_batch_records` records at a time
+    (imt_etl.fhir.spool): memory holds one batch's resources per process, never the study's.
+    Every resource of a participant depends only on that participant, so batches are
+    independent and the output is the same bytes whichever process built which batch.
     """
+    from imt_etl.batchpool import BatchPool
     from imt_etl.fhir.context import FhirContext
     from imt_etl.fhir.export import record_batches, record_fhir, study_fhir
     from imt_etl.fhir.spool import Spool
@@ -154,10 +170,21 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
     with Spool(last_success.spool_dir(out_dir)) as spool:
         study = study_fhir(result.valid, meta, ctx)
         spool.add(r for items in study.resources.values() for r in items)
-        batches = record_batches(result.valid, result.raw, FHIR_BATCH_RECORDS, rows)
-        for valid, raw, table in batches:
+        # Cut before the workers fork, so that each of them only picks its batch's frames.
+        batches = list(record_batches(result.valid, result.raw, settings.fhir_batch_records,
+                                      rows))
+
+        def build(n: int) -> dict[str, tuple[Path, int]]:
+            valid, raw, table = batches[n]
             built = record_fhir(valid, raw, meta, ctx, study.questionnaires, table)
-            spool.add(r for items in built.values() for r in items)
+            return spool.write_runs((r for items in built.values() for r in items),
+                                    f"b{n:06d}")
+
+        with BatchPool(len(batches), build, settings.workers, name="FHIR build") as pool:
+            yield
+            for runs in pool.results():
+                spool.adopt(runs)
+        batches.clear()  # the split frames are no longer needed
         ids = spool.folder / "fhir-ids.txt"
         written = write_spooled(
             spool, folder, bundle_size=settings.bundle_size,
@@ -212,10 +239,13 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, s
         write_plain_instrument_tables(result, meta, settings, summary)
         return result
     clock = time.perf_counter()
-    rows = write_analysis(result, meta, study.mapping, settings, summary)
-    summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
-    clock = time.perf_counter()
-    write_fhir(result, meta, study.mapping, settings, summary, run_time, rows)
+    rows = measurement_table(result, meta, study.mapping)
+    # The FHIR workers build while this process writes the tables (settings.workers); "fhir"
+    # is then the time FHIR took beyond the tables: the rest of the build and the merge.
+    with fhir_alongside(result, meta, study.mapping, settings, summary, run_time, rows):
+        write_analysis(result, meta, study.mapping, settings, summary, rows)
+        summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
     summary.durations_s["fhir"] = round(time.perf_counter() - clock, 3)
     return result
 

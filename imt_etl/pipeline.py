@@ -182,9 +182,11 @@ def run(
     clock = time.perf_counter()
     result = tidy(extraction.meta, extraction.snapshot)
     summary.durations_s["tidy"] = round(time.perf_counter() - clock, 3)
+    summary.records = len(extraction.snapshot.record_ids)
+    # Saved on disk and now in the tidy tables: not held through the outputs' peak.
+    extraction.snapshot.rows_by_record.clear()
     build_outputs(result, extraction.meta, settings.outputs(), summary, started)
 
-    summary.records = len(extraction.snapshot.record_ids)
     summary.records_changed = len(extraction.plan.record_ids)
     summary.records_deleted = len(extraction.plan.deleted_ids)
     summary.batches = extraction.batches

@@ -2,7 +2,8 @@
 
 The REDCap token is never read from a file (a file is copied, committed and backed up): a
 `token` key is an error. Environment variables: IMT_ETL_REDCAP_URL, IMT_ETL_PROJECT,
-IMT_ETL_STUDY, IMT_ETL_OUT, IMT_ETL_BATCH_SIZE, IMT_ETL_MAPPINGS, IMT_ETL_SCHEMAS.
+IMT_ETL_STUDY, IMT_ETL_OUT, IMT_ETL_BATCH_SIZE, IMT_ETL_MAPPINGS, IMT_ETL_SCHEMAS,
+IMT_ETL_WORKERS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "batch_size": (int, "IMT_ETL_BATCH_SIZE"),
     "mappings": (str, "IMT_ETL_MAPPINGS"),
     "schemas": (str, "IMT_ETL_SCHEMAS"),
+    "workers": (int, "IMT_ETL_WORKERS"),
 }
 SECRET_KEYS = frozenset({"token", "api_token", "redcap_api_token", "pseudonym_key"})
 

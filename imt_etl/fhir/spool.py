@@ -26,25 +26,38 @@ class Spool:
         shutil.rmtree(self.folder, ignore_errors=True)  # a killed run's leftovers
         self.folder.mkdir(parents=True, mode=0o700)
         self._runs: dict[str, list[Path]] = {}
+        self._added = 0
 
     def add(self, resources: Iterable[Mapping[str, Any]]) -> int:
         """Serialise one batch; a missing type/id or an id twice in the batch raises ValueError."""
+        self._added += 1
+        runs = self.write_runs(resources, f"a{self._added:05d}")
+        self.adopt(runs)
+        return sum(count for _, count in runs.values())
+
+    def write_runs(self, resources: Iterable[Mapping[str, Any]], tag: str
+                   ) -> dict[str, tuple[Path, int]]:
+        """Serialise one batch into run files named by `tag` (unique per batch) without
+        registering them: a worker process writes, the owner `adopt`s. {type: (file, count)}."""
         groups: dict[str, list[tuple[bytes, bytes]]] = {}
-        count = 0
         for resource in resources:
             rtype, rid = resource.get("resourceType"), resource.get("id")
             if not isinstance(rtype, str) or not rtype or not isinstance(rid, str) or not rid:
                 raise ValueError(f"resource without resourceType/id: {str(resource)[:120]}")
             groups.setdefault(rtype, []).append((rid.encode(), dumps(resource)))
-            count += 1
+        written = {}
         for rtype, items in groups.items():
             items.sort()
-            runs = self._runs.setdefault(rtype, [])
-            path = self.folder / f"{rtype}.{len(runs):05d}.run"
+            path = self.folder / f"{rtype}.{tag}.run"
             with open(path, "wb") as handle:
                 handle.writelines(rid + b"\t" + line + b"\n" for rid, line in items)
-            runs.append(path)
-        return count
+            written[rtype] = (path, len(items))
+        return written
+
+    def adopt(self, runs: Mapping[str, tuple[Path, int]]) -> None:
+        """Register run files written by `write_runs` (here or in a worker)."""
+        for rtype, (path, _) in runs.items():
+            self._runs.setdefault(rtype, []).append(path)
 
     @property
     def types(self) -> list[str]:
