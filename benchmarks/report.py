@@ -56,7 +56,8 @@ def _rows(run: dict) -> list[tuple[str, str, str, str]]:
 
 
 def _stage_lines(run: dict) -> list[str]:
-    lines = ["", "Stage seconds of the full syncs (pipeline's own run summary, median):", "",
+    lines = ["", "Stage seconds of the full syncs (pipeline's own run summary, median; FHIR "
+             "workers build beside the tables, so `fhir` is the FHIR time beyond them):", "",
              "| participants | rows | " + " | ".join(_STAGES) + " | total |",
              "|---|---|" + "---|" * (len(_STAGES) + 1)]
     for size in run["sizes"]:
@@ -78,7 +79,8 @@ def render(run: dict) -> str:
     reps = ", ".join(f"{s['reps']} at {s['participants']:,}" for s in run["sizes"])
     lines = [
         f"Measured {m['date']} on {m['cores']} cores, {m['memory']} RAM, Python {m['python']}, "
-        f"{m['platform']}.",
+        f"{m['platform']}; {m.get('workers', '1')} FHIR build process(es) "
+        "(`--workers`, default one per core).",
         f"Command: `{run['command']}` ({run['total_s'] / 60:.1f} min in all; repeats: {reps}; "
         "values are medians of the repeats, ratios are taken within a repeat).", "",
         "| figure | value | target | |", "|---|---|---|---|",

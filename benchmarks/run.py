@@ -160,7 +160,10 @@ def machine() -> dict[str, str]:
     if meminfo.exists():
         kib = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
         memory = f"{kib / 1024 / 1024:.1f} GiB"
+    from imt_etl.config import default_workers
+
     return {"cores": str(os.cpu_count()), "memory": memory, "python": platform.python_version(),
+            "workers": str(default_workers()),
             "platform": platform.platform(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
