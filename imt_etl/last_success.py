@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from imt_etl.fhir import reuse
 from imt_etl.fhir.bundles import type_rank
 from imt_etl.fhir.ndjson import read_ids
 from imt_etl.io import write_bytes_atomic
@@ -34,6 +35,11 @@ def spool_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "state" / "fhir-spool"
 
 
+def pending_fhir_files(out_dir: Path) -> Path:
+    """Where the FHIR writer leaves this run's key and NDJSON identities (imt_etl.fhir.reuse)."""
+    return folder(out_dir) / reuse.PENDING_STAMPS
+
+
 def pending_fhir_ids(out_dir: Path) -> Path:
     """Where the FHIR writer leaves this run's ids for `record_success`."""
     path = folder(out_dir) / PENDING_FHIR_IDS
@@ -47,8 +53,8 @@ def previous_fhir_id_stream(out_dir: Path) -> Iterator[tuple[str, str]]:
     path = folder(out_dir) / FHIR_IDS
     if path.exists():
         with path.open("rb") as lines:
-            for line in lines:
-                rtype, _, rid = line.rstrip(b"\n").partition(b"\t")
+            for line in lines:  # "<Type>\t<id>" or, since FHIR reuse, "<Type>\t<id>\t<batch>"
+                rtype, rid = line.rstrip(b"\n").split(b"\t")[:2]
                 yield rtype.decode(), rid.decode()
         return
     legacy = folder(out_dir) / LEGACY_FHIR_IDS
@@ -77,9 +83,15 @@ def record_success(out_dir: Path) -> None:
     """Called last in a successful run: remember its FHIR ids and its findings."""
     out_dir = Path(out_dir)
     pending = folder(out_dir) / PENDING_FHIR_IDS
+    stamps, pending_stamps = folder(out_dir) / reuse.STAMPS, folder(out_dir) / reuse.PENDING_STAMPS
     if pending.exists():  # the FHIR writer's list of this run's ids (already fsynced)
+        # Ids and file identities of one run only: the old identities go first.
+        stamps.unlink(missing_ok=True)
         os.replace(pending, folder(out_dir) / FHIR_IDS)
+        if pending_stamps.exists():
+            os.replace(pending_stamps, stamps)
     else:  # a run that wrote no FHIR: whatever the FHIR folder holds
+        stamps.unlink(missing_ok=True)
         ids = read_ids(out_dir / "fhir")
         lines = sorted(((t, i) for t, v in ids.items() for i in v),
                        key=lambda d: (type_rank(d[0]), d[1]))

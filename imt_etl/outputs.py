@@ -155,9 +155,17 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     independent and the output is the same bytes whichever process built which batch.
     """
     from imt_etl.batchpool import BatchPool
-    from imt_etl.fhir.context import FhirContext
+    from imt_etl.fhir.context import FhirContext, patient_ref
     from imt_etl.fhir.export import record_batches, record_fhir, study_fhir
+    from imt_etl.fhir.reuse import (
+        PreviousFhir,
+        columns_digest,
+        record_fingerprints,
+        tagger,
+        write_pending_stamps,
+    )
     from imt_etl.fhir.spool import Spool
+    from imt_etl.fhir.study import record_ids
     from imt_etl.fhir.writer import write_spooled
     from imt_etl.tables.build import default_config
 
@@ -170,15 +178,26 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     with Spool(last_success.spool_dir(out_dir)) as spool:
         study = study_fhir(result.valid, meta, ctx)
         spool.add(r for items in study.resources.values() for r in items)
+        frames = _input_frames(result.valid, result.raw, rows)
+        key = fhir_run_key(meta, settings, ctx, study.questionnaires, columns_digest(frames))
+        records = record_ids(result.valid)
+        prints = record_fingerprints(key, frames, records)
+        previous = PreviousFhir.open(folder, last_success.folder(out_dir), key)
+        reused = previous.fingerprints() & set(prints.values()) if previous else set()
+        changed = [r for r in records if prints[r] not in reused]
+        if reused:
+            log.info("FHIR: %d of %d records unchanged since the last run: their resources "
+                     "are reused", len(records) - len(changed), len(records))
+        tag_of = tagger({patient_ref(ctx, r): prints[r] for r in changed})
         # Cut before the workers fork, so that each of them only picks its batch's frames.
-        batches = list(record_batches(result.valid, result.raw, settings.fhir_batch_records,
-                                      rows))
+        batch_of = {r: i // settings.fhir_batch_records for i, r in enumerate(changed)}
+        batches = list(record_batches(result.valid, result.raw, batch_of, rows))
 
         def build(n: int) -> dict[str, tuple[Path, int]]:
             valid, raw, table = batches[n]
             built = record_fhir(valid, raw, meta, ctx, study.questionnaires, table)
             return spool.write_runs((r for items in built.values() for r in items),
-                                    f"b{n:06d}")
+                                    f"b{n:06d}", tag_of)
 
         with BatchPool(len(batches), build, settings.workers, name="FHIR build") as pool:
             yield
@@ -189,7 +208,10 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
         written = write_spooled(
             spool, folder, bundle_size=settings.bundle_size,
             previous_ids=last_success.previous_fhir_id_stream(out_dir), ids_out=ids,
+            reuse=previous, reused=reused,
         )
+        write_pending_stamps(last_success.pending_fhir_files(out_dir), key, folder,
+                             written.counts)
         # Complete and fsynced: handed to last_success.record_success in one rename.
         os.replace(ids, last_success.pending_fhir_ids(out_dir))
     manifest = written.manifest
@@ -205,6 +227,30 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
             for u in study.unsupported_logic
         ],
     }
+
+
+def fhir_run_key(meta: ProjectMeta, settings: OutputConfig, ctx, questionnaires,
+                 columns: list) -> str:
+    """Everything besides a batch's own rows that its resources depend on (fhir.reuse)."""
+    from imt_etl.fhir.reuse import run_key
+    from imt_etl.redcap.meta_store import meta_to_json
+
+    context = {name: getattr(ctx, name) for name in (
+        "study_status", "birth_date", "arm_names", "event_labels", "subject_fields",
+        "gender_field", "gender_codes", "allowed_identifiers")}
+    context["allowed_identifiers"] = sorted(ctx.allowed_identifiers)
+    context["today"] = ctx.today().isoformat()  # ResearchSubject status depends on the date
+    context["columns"] = columns
+    return run_key(
+        config_folders=[Path(settings.mappings_root), Path(settings.schemas_root) / settings.study],
+        design=meta_to_json(meta), pseudonym_key=settings.pseudonym_key, context=context,
+        questionnaires=questionnaires)
+
+
+def _input_frames(valid, raw, table) -> list[tuple[str, pd.DataFrame | None]]:
+    """Every table `record_fhir` reads, named (for fingerprints, imt_etl.fhir.reuse)."""
+    return ([(f"valid/{k}", v) for k, v in sorted(valid.items())]
+            + [(f"raw/{k}", v) for k, v in sorted(raw.items())] + [("table", table)])
 
 
 def shift_dates_if_configured(result: ValidationResult, meta: ProjectMeta,
@@ -240,12 +286,17 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, s
         return result
     clock = time.perf_counter()
     rows = measurement_table(result, meta, study.mapping)
+    tables_s = time.perf_counter() - clock
     # The FHIR workers build while this process writes the tables (settings.workers); "fhir"
-    # is then the time FHIR took beyond the tables: the rest of the build and the merge.
+    # is then the time FHIR took beyond the tables: set-up, the rest of the build, the merge.
+    clock = time.perf_counter()
     with fhir_alongside(result, meta, study.mapping, settings, summary, run_time, rows):
-        write_analysis(result, meta, study.mapping, settings, summary, rows)
-        summary.durations_s["tables"] = round(time.perf_counter() - clock, 3)
+        fhir_s = time.perf_counter() - clock
         clock = time.perf_counter()
-    summary.durations_s["fhir"] = round(time.perf_counter() - clock, 3)
+        write_analysis(result, meta, study.mapping, settings, summary, rows)
+        tables_s += time.perf_counter() - clock
+        clock = time.perf_counter()
+    summary.durations_s["tables"] = round(tables_s, 3)
+    summary.durations_s["fhir"] = round(fhir_s + time.perf_counter() - clock, 3)
     return result
 

@@ -112,19 +112,23 @@ def record_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFram
 
 
 def record_batches(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
-                   batch_records: int, table: pd.DataFrame | None = None
+                   batch_records: int | Mapping[str, int], table: pd.DataFrame | None = None
                    ) -> Iterator[tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame],
                                        pd.DataFrame | None]]:
-    """(valid, raw, measurement table) cut into batches of `batch_records` records of `valid`,
-    in record order; every batch has every table (empty where it has no rows)."""
-    records = record_ids(valid)
-    batch_of = {r: i // batch_records for i, r in enumerate(records)}
+    """(valid, raw, measurement table) cut into batches of `batch_records` records of `valid`
+    in record order, or by a given record -> batch number (0, 1, ...; imt_etl.fhir.reuse);
+    every batch has every table (empty where it has no rows)."""
+    if isinstance(batch_records, int):
+        records = record_ids(valid)
+        batch_of = {r: i // batch_records for i, r in enumerate(records)}
+    else:
+        batch_of = dict(batch_records)
     frames = {("valid", k): v for k, v in valid.items()}
     frames.update({("raw", k): v for k, v in raw.items()})
     if table is not None:
         frames[("table", "")] = table
     parts = {key: _split(frame, batch_of) for key, frame in frames.items()}
-    for n in range(-(-len(records) // batch_records)):
+    for n in range(max(batch_of.values(), default=-1) + 1):
         cut = {key: parts[key].get(n, frame.iloc[:0]) for key, frame in frames.items()}
         yield ({k: v for (kind, k), v in cut.items() if kind == "valid"},
                {k: v for (kind, k), v in cut.items() if kind == "raw"},

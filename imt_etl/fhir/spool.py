@@ -2,7 +2,8 @@
 
 A run builds its resources a batch of records at a time and never holds them all: each batch is
 serialised at once (one `dumps` per resource, reused by NDJSON and bundles) and written as one
-run file per type, sorted by id. `merged(type)` yields every (id, line) of a type in id order:
+run file per type, sorted by id, of `<id>\t<tag>\t<json>` lines (the tag: the fingerprint of
+the resource's record, imt_etl.fhir.reuse). `merged(type)` yields them all in id order:
 the order `ndjson.write_ndjson` and `bundles.write_bundles` use, so the files are the same bytes.
 The spool folder is scratch: cleared when opened and removed when closed.
 """
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import heapq
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from imt_etl.fhir.ndjson import dumps
 
+NO_TAG = b"-"  # a resource of the study, not of a record: built every run
+
 
 class Spool:
-    """Sorted runs of `id<TAB>json<LF>` lines per resource type under one scratch folder."""
+    """Sorted runs of `id<TAB>tag<TAB>json<LF>` lines per resource type in a scratch folder."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -35,22 +38,26 @@ class Spool:
         self.adopt(runs)
         return sum(count for _, count in runs.values())
 
-    def write_runs(self, resources: Iterable[Mapping[str, Any]], tag: str
+    def write_runs(self, resources: Iterable[Mapping[str, Any]], name: str,
+                   tag_of: Callable[[Mapping[str, Any]], bytes] | None = None
                    ) -> dict[str, tuple[Path, int]]:
-        """Serialise one batch into run files named by `tag` (unique per batch) without
-        registering them: a worker process writes, the owner `adopt`s. {type: (file, count)}."""
-        groups: dict[str, list[tuple[bytes, bytes]]] = {}
+        """Serialise one batch into run files named by `name` (unique per batch) without
+        registering them: a worker process writes, the owner `adopt`s. {type: (file, count)}.
+        `tag_of` gives each resource's tag (its record's fingerprint, imt_etl.fhir.reuse)."""
+        groups: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
         for resource in resources:
             rtype, rid = resource.get("resourceType"), resource.get("id")
             if not isinstance(rtype, str) or not rtype or not isinstance(rid, str) or not rid:
                 raise ValueError(f"resource without resourceType/id: {str(resource)[:120]}")
-            groups.setdefault(rtype, []).append((rid.encode(), dumps(resource)))
+            tag = tag_of(resource) if tag_of else NO_TAG
+            groups.setdefault(rtype, []).append((rid.encode(), tag, dumps(resource)))
         written = {}
         for rtype, items in groups.items():
             items.sort()
-            path = self.folder / f"{rtype}.{tag}.run"
+            path = self.folder / f"{rtype}.{name}.run"
             with open(path, "wb") as handle:
-                handle.writelines(rid + b"\t" + line + b"\n" for rid, line in items)
+                handle.writelines(rid + b"\t" + tag + b"\t" + line + b"\n"
+                                  for rid, tag, line in items)
             written[rtype] = (path, len(items))
         return written
 
@@ -63,19 +70,21 @@ class Spool:
     def types(self) -> list[str]:
         return sorted(self._runs)
 
-    def merged(self, rtype: str) -> Iterator[tuple[bytes, bytes]]:
-        """(id, line ending in LF) of every resource of a type, ascending id.
+    def merged(self, rtype: str, extra: Iterable[Iterator[tuple[bytes, bytes, bytes]]] = ()
+               ) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(id, batch tag, line ending in LF) of every resource of a type, ascending id; `extra`
+        adds sources already in id order (the lines a run reuses from the previous one).
 
         The same id in two batches is a builder bug (it would overwrite data on the server).
         """
         handles = [open(p, "rb", buffering=1 << 16) for p in self._runs.get(rtype, [])]  # noqa: SIM115
         try:
             previous = None
-            for rid, line in heapq.merge(*(_lines(h) for h in handles)):
+            for rid, tag, line in heapq.merge(*(_lines(h) for h in handles), *extra):
                 if rid == previous:
                     raise ValueError(f"duplicate resource id {rtype}/{rid.decode()}")
                 previous = rid
-                yield rid, line
+                yield rid, tag, line
         finally:
             for handle in handles:
                 handle.close()
@@ -90,7 +99,7 @@ class Spool:
         self.close()
 
 
-def _lines(handle: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+def _lines(handle: BinaryIO) -> Iterator[tuple[bytes, bytes, bytes]]:
     for raw in handle:
-        rid, _, line = raw.partition(b"\t")
-        yield rid, line
+        rid, tag, line = raw.split(b"\t", 2)
+        yield rid, tag, line

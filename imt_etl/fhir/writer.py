@@ -31,6 +31,7 @@ from imt_etl.fhir.bundles import (
     type_rank,
 )
 from imt_etl.fhir.ndjson import _ndjson_files
+from imt_etl.fhir.reuse import PreviousFhir
 from imt_etl.fhir.spool import Spool
 from imt_etl.io import atomic_writer, write_bytes_atomic
 
@@ -55,14 +56,18 @@ def write_spooled(
     previous_ids: Iterable[tuple[str, str]] = (),
     ids_out: Path | None = None,
     full_url_base: str | None = None,
+    reuse: PreviousFhir | None = None,
+    reused: set[bytes] = frozenset(),
 ) -> SpooledWrite:
     """Write `fhir_dir/<Type>.ndjson` and `fhir_dir/bundles/`; remove files of earlier runs
     that this run does not write. `previous_ids` must come in bundle order (type rank, then id);
-    `ids_out` receives this run's ids in that order ("<Type>\\t<id>" lines)."""
+    `ids_out` receives this run's ids in that order ("<Type>\\t<id>\\t<batch>" lines).
+    `reuse`: the previous run's lines of the batches `reused` join the spooled ones."""
     if bundle_size < 1:
         raise ValueError(f"bundle size must be at least 1 (got {bundle_size})")
     fhir_dir = Path(fhir_dir)
-    types = sorted(spool.types, key=type_rank)
+    reused_types = set(reuse.types) if reuse is not None and reused else set()
+    types = sorted(set(spool.types) | reused_types, key=type_rank)
     gone = _Gone(previous_ids)
     amend = AmendStream(fhir_dir / "Observation.ndjson")
     counts: dict[str, int] = {}
@@ -71,8 +76,9 @@ def write_spooled(
     with open(ids_path, "wb", buffering=1 << 20) as all_ids:
         for rtype in types:
             id_files[rtype] = spool.folder / f"{rtype}.ids"
-            counts[rtype] = _write_type(spool, rtype, fhir_dir, amend, gone, all_ids,
-                                        id_files[rtype])
+            extra = [reuse.lines(rtype, reused)] if rtype in reused_types else []
+            counts[rtype] = _write_type(spool.merged(rtype, extra), rtype, fhir_dir, amend, gone,
+                                        all_ids, id_files[rtype])
         all_ids.flush()
         os.fsync(all_ids.fileno())
     for stale in _ndjson_files(fhir_dir):
@@ -86,20 +92,20 @@ def write_spooled(
     return SpooledWrite(dict(sorted(counts.items())), manifest, len(deletions), amend.count)
 
 
-def _write_type(spool: Spool, rtype: str, fhir_dir: Path, amend: AmendStream, gone: _Gone,
-                all_ids, id_file: Path) -> int:
+def _write_type(merged: Iterable[tuple[bytes, bytes, bytes]], rtype: str, fhir_dir: Path,
+                amend: AmendStream, gone: _Gone, all_ids, id_file: Path) -> int:
     count = 0
     prefix = rtype.encode() + b"\t"
     rank = type_rank(rtype)
     with atomic_writer(fhir_dir / f"{rtype}.ndjson") as ndjson, \
             open(id_file, "wb", buffering=1 << 20) as ids:
-        for rid, line in spool.merged(rtype):
+        for rid, tag, line in merged:
             if rtype == "Observation":
                 line = amend(rid, line)
             gone.seen(rank, rid)
             ndjson.write(line)
             ids.write(rid + b"\n")
-            all_ids.write(prefix + rid + b"\n")
+            all_ids.write(prefix + rid + b"\t" + tag + b"\n")
             count += 1
     return count
 

@@ -63,7 +63,8 @@ def test_deletions_and_stale_files_match(tmp_path):
     assert written.deletions == len(gone) > 0
     assert _files(got) == _files(expected)
     listed = [line.split("\t") for line in ids_out.read_text().splitlines()]
-    assert [(t, i) for t, i in listed] == sorted(
+    assert {tag for _, _, tag in listed} == {"-"}  # added without a batch tag
+    assert [(t, i) for t, i, _ in listed] == sorted(
         ((r["resourceType"], r["id"]) for r in second), key=lambda d: (type_rank(d[0]), d[1]))
 
 
