@@ -63,10 +63,11 @@ def emulator_rate(emulator, batch_size: int = BATCH_SIZE) -> dict[str, float]:
             "mb_per_s": size / seconds / 1e6}
 
 
-def bench_size(n: int, reps: int, workdir: Path, runner=None) -> dict:
+def bench_size(n: int, reps: int, workdir: Path, runner=None, *, extras: bool = True) -> dict:
     """Every figure at one project size; baseline and full sync alternate within each repeat.
 
-    `runner` replaces `run_child` (the smoke test runs the measurements in-process).
+    `runner` replaces `run_child` (the smoke test runs the measurements in-process);
+    `extras=False` measures only baseline and full sync (no incremental, no stage run).
     """
     run_child = runner or globals()["run_child"]
     started = time.perf_counter()
@@ -84,6 +85,9 @@ def bench_size(n: int, reps: int, workdir: Path, runner=None) -> dict:
             log.info("n=%d rep %d: full %.1f s, baseline %.1f s", n, rep,
                      full[-1]["seconds"], baseline[-1]["seconds"])
         result["full"], result["baseline"] = full, baseline
+        if not extras:
+            result["summary"] = summarise(result)
+            return result
         incremental = []
         for _ in range(reps):
             changed = change_records(emulator, INCREMENTAL_FRACTION, seed=len(incremental))
@@ -101,16 +105,21 @@ def summarise(result: dict) -> dict[str, float]:
     full = [r["seconds"] for r in result["full"]]
     base = [r["seconds"] for r in result["baseline"]]
     full_median = statistics.median(full)
-    stages = result["stages"]
-    return {
+    got = {
         "full_s": full_median,
         "baseline_s": statistics.median(base),
         "ratio": statistics.median(f / b for f, b in zip(full, base, strict=True)),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in result["full"]),
+        "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in result["baseline"]),
+        "emulator_rows_per_s": result["emulator"]["rows_per_s"],
+    }
+    if "stages" not in result:  # a size measured without the extras
+        return got
+    stages = result["stages"]
+    return got | {
         "incremental_s": statistics.median(r["seconds"] for r in result["incremental"]),
         "incremental_fraction": statistics.median(
             r["seconds"] for r in result["incremental"]) / full_median,
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in result["full"]),
-        "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in result["baseline"]),
         "extract_rows_per_s": stages["rows"] / stages["extract_s"],
         "validate_cells_per_s": stages["cells"] / stages["validate_s"],
         "fhir_build_per_s": stages["resources"] / stages["fhir_build_s"],
@@ -118,7 +127,6 @@ def summarise(result: dict) -> dict[str, float]:
         "fhir_write_per_s": stages["resources"] / (stages["ndjson_write_s"]
                                                    + stages["bundles_write_s"]),
         "parquet_rows_per_s": stages["parquet_rows"] / stages["parquet_write_s"],
-        "emulator_rows_per_s": result["emulator"]["rows_per_s"],
     }
 
 
@@ -129,7 +137,8 @@ def available_mb() -> float | None:
     return int(meminfo.read_text().split("MemAvailable:")[1].split()[0]) / 1024
 
 
-def too_big(n: int, done: list[dict]) -> str | None:
+def too_big(n: int, done: list[dict], runs: int = 4, budget_min: float = BUDGET_MIN
+            ) -> str | None:
     """Why size `n` cannot run here, projected linearly from the largest size already measured.
 
     A full sync holds every row and resource in memory (see RESULTS.md), so its peak RSS grows
@@ -146,11 +155,11 @@ def too_big(n: int, done: list[dict]) -> str | None:
                 f"MB at {last['participants']:,} x {scale:.0f}) exceeds 80 % of the "
                 f"{free / 1024:.1f} GiB available")
     full_s = last["summary"]["full_s"]
-    minutes = full_s * scale * 4 / 60  # full, baseline, incremental, stages
-    if minutes > BUDGET_MIN:
+    minutes = full_s * scale * runs / 60  # full, baseline (+ incremental, stages)
+    if minutes > budget_min:
         return (f"projected {minutes:.0f} min for one repeat (full sync {full_s:.0f} s at"
-                f" {last['participants']:,} x {scale:.0f}, four runs) exceeds the "
-                f"{BUDGET_MIN} min budget")
+                f" {last['participants']:,} x {scale:.0f}, {runs} runs) exceeds the "
+                f"{budget_min:g} min budget")
     return None
 
 
@@ -175,6 +184,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", default="1,1", help="repeats per size, in --sizes order")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--full-only-from", type=int, default=10_000, metavar="N",
+                        help="sizes >= N: baseline and full sync only (10000)")
+    parser.add_argument("--budget-min", type=float, default=BUDGET_MIN,
+                        help=f"skip a size projected to take longer (minutes, {BUDGET_MIN})")
     return parser.parse_args(argv)
 
 
@@ -192,12 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
     skipped: list[dict] = []
     try:
         for n, r in zip(sizes, reps, strict=True):
-            reason = too_big(n, results)
+            extras = n < args.full_only_from
+            reason = too_big(n, results, 4 if extras else 2, args.budget_min)
             if reason:
                 log.warning("n=%d not run: %s", n, reason)
                 skipped.append({"participants": n, "reason": reason})
                 continue
-            results.append(bench_size(n, r, workdir))
+            results.append(bench_size(n, r, workdir, extras=extras))
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -66,3 +66,18 @@ def test_a_child_process_measures_itself(tmp_path):
         got = run.run_child("baseline", emulator.url, token, tmp_path)
     assert got["rows"] > 0 and got["seconds"] > 0 and got["peak_rss_mb"] > 50
     assert (tmp_path / "baseline.parquet").exists()
+
+
+def test_a_large_size_measures_baseline_and_full_only_and_still_renders(tiny_run, tmp_path):
+    size = run.bench_size(3, 1, tmp_path, runner=in_process, extras=False)
+    assert "incremental" not in size and "stages" not in size
+    assert size["summary"]["ratio"] > 0 and size["summary"]["peak_rss_mb"] > 50
+    table = report.render({**tiny_run, "sizes": [tiny_run["sizes"][0], size]})
+    assert "| full sync / baseline, 3 |" in table and "| peak RSS growth 3 -> 5 |" in table
+    assert "incremental (1 % changed) / full, 3" not in table
+
+
+def test_too_big_projects_from_the_largest_size_done():
+    done = [{"participants": 1000, "summary": {"peak_rss_mb": 1.0, "full_s": 60.0}}]
+    assert run.too_big(10_000, done, runs=2, budget_min=30) is None  # 20 min projected
+    assert "exceeds the 12 min budget" in run.too_big(10_000, done, runs=2, budget_min=12)

@@ -15,7 +15,9 @@ from imt_etl.redcap.faults import FaultProfile
 
 # Files that legitimately differ between two runs over the same data: run timings and times,
 # and the lock file (holder pid).
-VOLATILE = {"run-summary.json", "state/sync-state.json", "state/.lock"}
+# fhir-files.json records the NDJSON files' sizes, times and inodes (imt_etl.fhir.reuse).
+VOLATILE = {"run-summary.json", "state/sync-state.json", "state/.lock",
+            "state/last-success/fhir-files.json"}
 
 
 def emulator_for(project, token: str, faults: FaultProfile | None = None) -> RedcapEmulator:
@@ -73,7 +75,7 @@ def assert_same_outputs(got_dir: Path, expected_dir: Path) -> int:
     expected = [n for n in output_files(expected_dir) if n not in VOLATILE and not _temp(n)]
     assert sorted(set(got) ^ set(expected)) == []
     differing = [n for n in expected if not same_file(Path(got_dir) / n, Path(expected_dir) / n)]
-    assert differing == []
+    assert differing == [], differing
     return len(expected)
 
 
