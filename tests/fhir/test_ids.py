@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -76,3 +77,21 @@ def test_bad_parts_are_refused(bad):
 def test_empty_kind_refused():
     with pytest.raises(ValueError):
         ids.resource_id("", "x")
+
+
+@pytest.mark.parametrize("parts", [
+    ("imt", "001", "baseline_arm_1", "spirometry", None, "fev1_l"),
+    ("imt", "001", "", "diary", 3, 'q"u\\o\te ü 🙂'),
+    ("imt", "001", "e", "f", "2", None),
+    ("imt",),
+])
+def test_ids_are_uuid5_of_the_json_name_and_prefixed_ids_match(parts):
+    normal = [str(p) if isinstance(p, int) else p for p in parts]
+    name = json.dumps(["Observation", *normal], ensure_ascii=False)
+    expected = str(uuid.uuid5(ids.NAMESPACE, name))
+    assert ids.resource_id("Observation", *parts) == expected
+    assert ids.prefixed_id(ids.id_prefix("Observation", *parts[:-1]),
+                           ids.id_tail(parts[-1])) == expected
+    if len(parts) == 6:
+        assert ids.observation_id(*parts) == ids.prefixed_id(  # type: ignore[arg-type]
+            ids.observation_id_prefix(*parts[:-1]), ids.id_tail(parts[-1]))  # type: ignore[arg-type]
