@@ -148,3 +148,12 @@ def observation_id(
     return ids.observation_id(
         ctx.study_id, ctx.subject_key(record), event or "", form, instance, name
     )
+
+
+def observation_id_prefix(
+    ctx: FhirContext, record: str, event: str | None, form: str, instance: int | None
+) -> bytes:
+    """The shared part of the ids of one visit's Observations of `form`:
+    observation_id(ctx, ..., name) == ids.prefixed_id(<this>, ids.id_tail(name))."""
+    return ids.observation_id_prefix(ctx.study_id, ctx.subject_key(record), event or "", form,
+                                     instance)
