@@ -220,16 +220,18 @@ class _Builder:
         self.derived_from = derived_from
         self._measures: dict[str, _MeasureParts] = {}
         self._visit_parts: dict[tuple, _VisitParts] = {}
+        self._effectives = _effectives(columns, ctx)
 
     def observation(self, rows: list[int]) -> dict[str, Any]:
         """The Observation of the rows of one measure (and its components) at one visit."""
         c = self.columns
         first = rows[0]
         parent_id = c.measures[first]
-        shared = self._measure(parent_id)
+        shared = self._measures.get(parent_id) or self._measure(parent_id)
         parent = shared.measure
         record = c.records[first]
-        visit = self._visit(record, c.events[first], parent.instrument, c.instances[first])
+        key = (record, c.events[first], parent.instrument, c.instances[first])
+        visit = self._visit_parts.get(key) or self._visit(*key)
         if len(rows) == 1:  # most Observations: one row, no components
             own = rows if c.measure_ids[first] == parent_id else []
         else:
@@ -244,7 +246,7 @@ class _Builder:
         }
         if visit.encounter is not None:
             resource["encounter"] = visit.encounter
-        effective = self._effective(own[0] if own else first)
+        effective = self._effectives[own[0] if own else first]
         if effective:
             resource["effectiveDateTime"] = effective
         if own:
@@ -261,6 +263,7 @@ class _Builder:
         return resource
 
     def _measure(self, measure_id: str) -> _MeasureParts:
+        """The shared parts of a measure, made on its first Observation."""
         shared = self._measures.get(measure_id)
         if shared is None:
             m = self.ctx.mapping.measure(measure_id)
@@ -274,33 +277,22 @@ class _Builder:
 
     def _visit(self, record: str, event: str | None, form: str,
                instance: int | None) -> _VisitParts:
-        key = (record, event, form, instance)
-        shared = self._visit_parts.get(key)
-        if shared is None:
-            ctx = self.ctx
-            encounter = self.visits is None or (record, event) in self.visits
-            shared = self._visit_parts[key] = _VisitParts(
-                id_prefix=observation_id_prefix(ctx, record, event, form, instance),
-                subject={"reference": patient_ref(ctx, record)},
-                encounter={"reference": encounter_ref(ctx, record, event)} if encounter else None,
-                derived_from=[{"reference": questionnaire_response_ref(
-                    ctx, record, event, form, instance)}] if self.derived_from else None,
-            )
+        """The shared parts of a visit's form, made on its first Observation."""
+        ctx = self.ctx
+        encounter = self.visits is None or (record, event) in self.visits
+        shared = self._visit_parts[record, event, form, instance] = _VisitParts(
+            id_prefix=observation_id_prefix(ctx, record, event, form, instance),
+            subject={"reference": patient_ref(ctx, record)},
+            encounter={"reference": encounter_ref(ctx, record, event)} if encounter else None,
+            derived_from=[{"reference": questionnaire_response_ref(
+                ctx, record, event, form, instance)}] if self.derived_from else None,
+        )
         return shared
 
     def _component(self, row: int, record: str) -> dict[str, Any]:
         shared = self._measure(self.columns.measure_ids[row])
         key, value = shared.value(shared.measure, row, record)
         return {"code": shared.code, key: value}
-
-    def _effective(self, row: int) -> str | None:
-        moment, day = self.columns.moments[row], self.columns.days[row]
-        # The usual cases first: no date-time (None, NaT) and a plain date (never missing).
-        if moment is None or moment is pd.NaT:
-            if type(day) is date:
-                return day.isoformat()
-            moment = None
-        return _effective(moment, day, self.ctx)
 
     # --- value[x] by the measure's value_type: (measure, row, record) -> (element, content) ---
 
@@ -342,7 +334,9 @@ class _Builder:
         return "valueInteger", int(value)
 
     def _quantity(self, m: Measure, row: int, record: str) -> tuple[str, Any]:
-        value = self._number(m, row, record)
+        value = self.columns.values[row]
+        if type(value) is not float or value != value:  # not the usual case: a float, not NaN
+            value = self._number(m, row, record)
         unit = _text(self.columns.units[row]) or m.unit or ""
         return "valueQuantity", {"value": _decimal(value), "unit": m.unit_display or unit,
                                  "system": UCUM, "code": unit}
@@ -367,6 +361,14 @@ def _concept(m: Measure, ctx: FhirContext) -> dict[str, Any]:
     if m.label:
         concept["text"] = m.label
     return concept
+
+
+def _effectives(columns: _Columns, ctx: FhirContext) -> list[str | None]:
+    """effectiveDateTime of each row, the usual case (no date-time: None or NaT; a plain date,
+    never missing) first. Every row, not just each Observation's: a loop is cheaper than calls."""
+    return [day.isoformat() if (moment is None or moment is pd.NaT) and type(day) is date
+            else _effective(moment, day, ctx)
+            for moment, day in zip(columns.moments, columns.days, strict=True)]
 
 
 def _effective(moment: Any, day: Any, ctx: FhirContext) -> str | None:
