@@ -67,10 +67,26 @@ def id_tail(last: Part) -> bytes:
     return (_json(last) + "]").encode("utf-8")
 
 
+def shared_name(*parts: Part) -> str:
+    """`parts` as they appear in the name of every id they begin (after its kind): for ids of
+    several kinds with the same parts (see named_prefix)."""
+    if not parts:
+        raise ValueError("no name parts")
+    return ", ".join([_json(p) for p in parts])
+
+
+def named_prefix(kind: str, shared: str) -> bytes:
+    """id_prefix(kind, *parts) for shared = shared_name(*parts)."""
+    return _NAMESPACE_BYTES + f"[{_json(kind)}, {shared}, ".encode()
+
+
 def prefixed_id(prefix: bytes, tail: bytes) -> str:
     """resource_id(kind, *parts, last) from id_prefix(kind, *parts) and id_tail(last)."""
     h = hashlib.sha1(prefix + tail).hexdigest()  # _uuid5, inline: called once per Observation
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_NO_FIELD = id_tail("")
 
 
 def _uuid5(data: bytes) -> str:
@@ -113,12 +129,17 @@ def observation_id(
     return record_resource_id("Observation", study, record, event, form, instance, field)
 
 
-def observation_id_prefix(
+
+def response_and_observation_prefix(
     study: str, record: str, event: str, form: str, instance: int | str | None
-) -> bytes:
-    """observation_id(study, record, event, form, instance, field) is
-    prefixed_id(observation_id_prefix(study, record, event, form, instance), id_tail(field))."""
-    return id_prefix("Observation", study, record, event, form, instance)
+) -> tuple[str, bytes]:
+    """questionnaire_response_id(study, record, event, form, instance), and the prefix of the
+    ids of the Observations with those parts: observation_id(study, ..., field) is
+    prefixed_id(<prefix>, id_tail(field)). Both from one encoding of the parts."""
+    shared = shared_name(study, record, event, form, instance)
+    # record_resource_id names every resource by all 7 parts: a response's field is "".
+    response = prefixed_id(named_prefix("QuestionnaireResponse", shared), _NO_FIELD)
+    return response, named_prefix("Observation", shared)
 
 
 def patient_id(study: str, record: str) -> str:

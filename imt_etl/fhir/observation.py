@@ -30,13 +30,7 @@ import pandas as pd
 
 from imt_etl.errors import FhirBuildError
 from imt_etl.fhir import ids
-from imt_etl.fhir.context import (
-    FhirContext,
-    encounter_ref,
-    observation_id_prefix,
-    patient_ref,
-    questionnaire_response_ref,
-)
+from imt_etl.fhir.context import FhirContext, encounter_ref, patient_ref, visit_form_ids
 from imt_etl.fhir.mappings import CATEGORY_SYSTEM, Measure
 
 UCUM = "http://unitsofmeasure.org"
@@ -280,12 +274,13 @@ class _Builder:
         """The shared parts of a visit's form, made on its first Observation."""
         ctx = self.ctx
         encounter = self.visits is None or (record, event) in self.visits
+        response, id_prefix = visit_form_ids(ctx, record, event, form, instance)
         shared = self._visit_parts[record, event, form, instance] = _VisitParts(
-            id_prefix=observation_id_prefix(ctx, record, event, form, instance),
+            id_prefix=id_prefix,
             subject={"reference": patient_ref(ctx, record)},
             encounter={"reference": encounter_ref(ctx, record, event)} if encounter else None,
-            derived_from=[{"reference": questionnaire_response_ref(
-                ctx, record, event, form, instance)}] if self.derived_from else None,
+            derived_from=[{"reference": f"QuestionnaireResponse/{response}"}]
+            if self.derived_from else None,
         )
         return shared
 
