@@ -38,18 +38,28 @@ def resource_id(kind: str, *parts: Part) -> str:
 def _name(kind: str, parts: tuple[Part, ...]) -> str:
     if not kind:
         raise ValueError("resource kind is empty")
-    return "[" + ", ".join([_json(kind), *[_json(p) for p in parts]]) + "]"
+    return f"[{_json(kind)}, {_joined(parts)}]" if parts else f"[{_json(kind)}]"
+
+
+# json.dumps([...], ensure_ascii=False) writes a list's strings with encode_basestring and joins
+# the items with ", ": the same, called directly (the encoder is a hot spot when every
+# Observation gets an id).
 
 
 def _json(part: Part) -> str:
-    """A normalised part as JSON, as json.dumps(..., ensure_ascii=False) writes it in a list
-    (items joined by ", "): the same function, called directly (the encoder is a hot spot when
-    every Observation gets an id)."""
+    """A part as JSON, normalised (_normalise)."""
     if type(part) is str:
         return encode_basestring(part)
     if part is None:
         return "null"
-    return encode_basestring(_normalise(part))  # an int as text; any other type raises
+    if type(part) is int:  # not a bool (see _normalise)
+        return f'"{part}"'
+    return encode_basestring(_normalise(part))  # an int subclass as text; others raise
+
+
+def _joined(parts: tuple[Part, ...]) -> str:
+    """", ".join(_json(p) for p in parts), without a call per part."""
+    return ", ".join([encode_basestring(p) if type(p) is str else _json(p) for p in parts])
 
 
 # Many ids share every part but the last (each Observation of one form at one visit). The JSON
@@ -72,7 +82,7 @@ def shared_name(*parts: Part) -> str:
     several kinds with the same parts (see named_prefix)."""
     if not parts:
         raise ValueError("no name parts")
-    return ", ".join([_json(p) for p in parts])
+    return _joined(parts)
 
 
 def named_prefix(kind: str, shared: str) -> bytes:
