@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from imt_etl.errors import FhirBuildError
 from imt_etl.fhir import ids
@@ -160,9 +161,10 @@ def _groups(columns: _Columns) -> Iterable[list[int]]:
 
 
 def _objects(column: pd.Series) -> list[Any]:
-    """column.to_numpy(dtype=object).tolist(), the same values; a pyarrow column (dates, whose
+    """column.to_numpy(dtype=object).tolist(), the same values; a pyarrow date column (whose
     conversion boxes element by element) converts each distinct value once instead."""
-    if not isinstance(column.dtype, pd.ArrowDtype):
+    dtype = column.dtype
+    if not (isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype)):
         return column.to_numpy(dtype=object).tolist()
     codes, distinct = column.factorize(use_na_sentinel=False)
     values = distinct.to_numpy(dtype=object).tolist()
