@@ -216,6 +216,7 @@ class _Builder:
         self.derived_from = derived_from
         self._measures: dict[str, _MeasureParts] = {}
         self._visit_parts: dict[tuple, _VisitParts] = {}
+        self._record_events: dict[VisitKey, tuple[dict, dict | None]] = {}
         self._effectives = _effectives(columns, ctx)
 
     def observation(self, rows: list[int]) -> dict[str, Any]:
@@ -246,8 +247,8 @@ class _Builder:
         if effective:
             resource["effectiveDateTime"] = effective
         if own:
-            key, value = shared.value(parent, own[0], record)
-            resource[key] = value
+            element, value = shared.value(parent, own[0], record)
+            resource[element] = value
         else:
             resource["dataAbsentReason"] = _UNKNOWN
         if visit.derived_from is not None:
@@ -274,22 +275,32 @@ class _Builder:
     def _visit(self, record: str, event: str | None, form: str,
                instance: int | None) -> _VisitParts:
         """The shared parts of a visit's form, made on its first Observation."""
-        ctx = self.ctx
-        encounter = self.visits is None or (record, event) in self.visits
-        response, id_prefix = visit_form_ids(ctx, record, event, form, instance)
+        subject, encounter = self._references(record, event)
+        response, id_prefix = visit_form_ids(self.ctx, record, event, form, instance)
         shared = self._visit_parts[record, event, form, instance] = _VisitParts(
-            id_prefix=id_prefix,
-            subject={"reference": patient_ref(ctx, record)},
-            encounter={"reference": encounter_ref(ctx, record, event)} if encounter else None,
+            id_prefix=id_prefix, subject=subject, encounter=encounter,
             derived_from=[{"reference": f"QuestionnaireResponse/{response}"}]
             if self.derived_from else None,
         )
         return shared
 
+    def _references(self, record: str, event: str | None) -> tuple[dict, dict | None]:
+        """subject and encounter of a (record, event): the same for each of its forms and
+        repeat instances (a training period's diaries)."""
+        found = self._record_events.get((record, event))
+        if found is None:
+            ctx = self.ctx
+            encounter = self.visits is None or (record, event) in self.visits
+            found = self._record_events[record, event] = (
+                {"reference": patient_ref(ctx, record)},
+                {"reference": encounter_ref(ctx, record, event)} if encounter else None,
+            )
+        return found
+
     def _component(self, row: int, record: str) -> dict[str, Any]:
         shared = self._measure(self.columns.measure_ids[row])
-        key, value = shared.value(shared.measure, row, record)
-        return {"code": shared.code, key: value}
+        element, value = shared.value(shared.measure, row, record)
+        return {"code": shared.code, element: value}
 
     # --- value[x] by the measure's value_type: (measure, row, record) -> (element, content) ---
 
