@@ -152,11 +152,7 @@ def _groups(columns: _Columns) -> Iterable[list[int]]:
     keys = zip(columns.record_values, columns.events, columns.repeat_forms, columns.instances,
                columns.measures, strict=True)
     for number, key in enumerate(keys):
-        rows = groups.get(key)
-        if rows is None:
-            groups[key] = [number]
-        else:
-            rows.append(number)
+        groups.setdefault(key, []).append(number)
     return groups.values()
 
 
