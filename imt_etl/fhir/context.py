@@ -83,9 +83,10 @@ class FhirContext:
         return self.memo(("pseudonym", str(record)), lambda: self.pseudonymise(str(record)))
 
     def memo(self, key: tuple, compute: Callable[[], str]) -> str:
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = compute()
+        return value
 
     def local_datetime(self, value: datetime) -> str:
         """A naive REDCap (server-local) date-time as a FHIR dateTime with the study's offset."""
@@ -148,3 +149,16 @@ def observation_id(
     return ids.observation_id(
         ctx.study_id, ctx.subject_key(record), event or "", form, instance, name
     )
+
+
+def visit_form_ids(
+    ctx: FhirContext, record: str, event: str | None, form: str, instance: int | None
+) -> tuple[str, bytes]:
+    """questionnaire_response_id(ctx, record, event, form, instance), and the shared part of the
+    ids of that visit's Observations of `form`: observation_id(ctx, ..., name) ==
+    ids.prefixed_id(<this>, ids.id_tail(name)). Both from one encoding of their common parts."""
+    response, prefix = ids.response_and_observation_prefix(
+        ctx.study_id, ctx.subject_key(record), event or "", form, instance)
+    # The response builder reads the same id: made here, it is not made again there.
+    response = ctx.memo(("QuestionnaireResponse", record, event, form, instance), lambda: response)
+    return response, prefix

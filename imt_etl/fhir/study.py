@@ -23,7 +23,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -104,11 +104,12 @@ def participant_resources(
     `table` is their measurement table (imt_etl.measures), computed when not given."""
     if mapping is not ctx.mapping:
         raise ValueError("ctx was made for another mapping")
-    records = record_ids(tables)
-    values = _RecordValues(tables)
-    visits = visit_keys(tables, list(meta.event_arms))
-    dates = _visit_dates(tables, mapping)
-    arms = _record_arms(tables)
+    plain = _without_attrs(tables)
+    records = record_ids(plain)
+    values = _RecordValues(plain)
+    visits = visit_keys(plain, list(meta.event_arms))
+    dates = _visit_dates(plain, mapping)
+    arms = _record_arms(plain)
     if table is None:
         table = measurements(tables, mapping, event_order=list(meta.event_arms))
     return {
@@ -201,6 +202,17 @@ def to_encounter(
 # --- reading the tables ---------------------------------------------------------------------------
 
 
+def _without_attrs(tables: Tables) -> dict[str, pd.DataFrame]:
+    """Shallow copies without `attrs` (tidy's column notes): pandas deep-copies a frame's attrs
+    into every column or row selection taken from it, which dominated reading the tables."""
+    out = {}
+    for form, frame in tables.items():
+        plain = frame.copy(deep=False)
+        plain.attrs = {}
+        out[form] = plain
+    return out
+
+
 def record_ids(tables: Tables) -> list[str]:
     """Every record with a row in any table, numeric ids in numeric order."""
     found = {str(r) for df in tables.values() for r in df["record_id"].dropna().unique()}
@@ -224,21 +236,64 @@ def visit_keys(tables: Tables, event_order: Sequence[str] = ()) -> list[VisitKey
 
 
 class _RecordValues:
-    """Per record, each field's first non-null value over the tables (rows are in event order)."""
+    """Per record, each field's first non-null value over the tables (rows are in event order).
+
+    Read a field at a time, when first asked for: the Patient and ResearchSubject builders read
+    a handful of fields, and turning every row of every table into a dict dominated their time.
+    """
 
     def __init__(self, tables: Tables):
-        self._by_record: dict[str, dict[str, Any]] = {}
-        for df in tables.values():
-            names = [str(c) for c in df.columns]
-            for values in df.to_numpy(dtype=object):
-                row = dict(zip(names, values, strict=True))
-                into = self._by_record.setdefault(str(row["record_id"]), {})
-                for name, value in row.items():
-                    if name not in into and not _missing(value):
-                        into[name] = value
+        self._tables = list(tables.values())
+        self._records = [[str(r) for r in _column(df, "record_id", required=True) or ()]
+                         for df in self._tables]
+        self._firsts: dict[str, dict[str, Any]] = {}
 
     def of(self, record: str) -> Mapping[str, Any]:
-        return self._by_record.get(record, {})
+        return _RecordView(self, record)
+
+    def first(self, name: str) -> dict[str, Any]:
+        """record -> the field's first non-null value (records without one left out)."""
+        found = self._firsts.get(name)
+        if found is None:
+            found = self._firsts[name] = {}
+            for df, records in zip(self._tables, self._records, strict=True):
+                column = _column(df, name)
+                if column is None:
+                    continue
+                for record, value in zip(records, column, strict=True):
+                    if record not in found and not _missing(value):
+                        found[record] = value
+        return found
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(str(c) for df in self._tables for c in df.columns))
+
+
+class _RecordView(Mapping[str, Any]):
+    """One record's fields with a value (see _RecordValues)."""
+
+    def __init__(self, values: _RecordValues, record: str):
+        self._values, self._record = values, record
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values.first(name)[self._record]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self._values.names() if self._record in self._values.first(n))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _column(df: pd.DataFrame, name: str, required: bool = False) -> list[Any] | None:
+    """A column's values as Python objects (as in df.to_numpy(dtype=object)); None when there is
+    no such column (the last of a repeated name, as a dict of the row would have it)."""
+    positions = [i for i, c in enumerate(df.columns) if str(c) == name]
+    if not positions:
+        if required:
+            raise KeyError(name)
+        return None
+    return df.iloc[:, positions[-1]].to_numpy(dtype=object).tolist()
 
 
 def _record_arms(tables: Tables) -> dict[str, int]:

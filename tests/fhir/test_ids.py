@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
 import pytest
 
+from imt_etl.fhir import context as refs
 from imt_etl.fhir import ids
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -76,3 +78,39 @@ def test_bad_parts_are_refused(bad):
 def test_empty_kind_refused():
     with pytest.raises(ValueError):
         ids.resource_id("", "x")
+
+
+@pytest.mark.parametrize("parts", [
+    ("imt", "001", "baseline_arm_1", "spirometry", None, "fev1_l"),
+    ("imt", "001", "", "diary", 3, 'q"u\\o\te ü 🙂'),
+    ("imt", "001", "e", "f", "2", None),
+    ("imt",),
+])
+def test_ids_are_uuid5_of_the_json_name_and_prefixed_ids_match(parts):
+    normal = [str(p) if isinstance(p, int) else p for p in parts]
+    name = json.dumps(["Observation", *normal], ensure_ascii=False)
+    expected = str(uuid.uuid5(ids.NAMESPACE, name))
+    assert ids.resource_id("Observation", *parts) == expected
+    assert ids.prefixed_id(ids.id_prefix("Observation", *parts[:-1]),
+                           ids.id_tail(parts[-1])) == expected
+    if len(parts) > 1:
+        shared = ids.shared_name(*parts[:-1])
+        assert ids.prefixed_id(ids.named_prefix("Observation", shared),
+                               ids.id_tail(parts[-1])) == expected
+    if len(parts) == 6:
+        response, prefix = ids.response_and_observation_prefix(*parts[:-1])  # type: ignore[arg-type]
+        assert response == ids.questionnaire_response_id(*parts[:-1])  # type: ignore[arg-type]
+        assert ids.prefixed_id(prefix, ids.id_tail(parts[-1])) == expected
+
+
+def test_a_visit_forms_ids_are_those_of_its_response_and_observations():
+    from tests.fhir.reference_data import reference_context
+
+    ctx = reference_context()
+    parts = ("001", "baseline_arm_1", "diary", 2)
+    response, prefix = refs.visit_form_ids(ctx, *parts)
+    assert response == refs.questionnaire_response_id(ctx, *parts)
+    assert response == ids.questionnaire_response_id(ctx.study_id, ctx.subject_key("001"),
+                                                     "baseline_arm_1", "diary", 2)
+    assert ids.prefixed_id(prefix, ids.id_tail("fev1_l")) == refs.observation_id(
+        ctx, *parts, "fev1_l")

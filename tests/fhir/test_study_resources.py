@@ -201,3 +201,22 @@ def test_pseudonym_drives_ids(reference_project):
 def test_context_rejects_a_naive_run_time():
     with pytest.raises(ValueError, match="timezone"):
         refs.FhirContext(reference_mapping(), datetime(2026, 1, 1), str)
+
+
+def test_record_values_are_each_fields_first_value_over_the_rows():
+    from imt_etl.fhir.study import _missing, _RecordValues
+
+    tables = reference_tidy().tables
+    expected: dict[str, dict] = {}  # the definition, row by row
+    for df in tables.values():
+        for row in df.to_dict("records"):
+            into = expected.setdefault(str(row["record_id"]), {})
+            for name, value in row.items():
+                if name not in into and not _missing(value):
+                    into[name] = value
+    values = _RecordValues(tables)
+    for record, fields in expected.items():
+        view = values.of(record)
+        assert dict(view) == fields
+        assert view.get("no_such_field") is None
+    assert dict(values.of("no-such-record")) == {}
