@@ -13,7 +13,7 @@ import pandas as pd
 
 from imt_etl.fhir.mappings import StudyMapping
 from imt_etl.scores import CHANGE_LABELS, ChangeCategory, change_category, percent_change
-from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, typed_frame
+from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, plain_values, typed_frame
 from imt_etl.tables.config import AnalysisConfig
 from imt_etl.tables.wide import visit_measures
 
@@ -56,9 +56,7 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
                          repeating_forms: Collection[str]) -> AnalysisTable:
     """Every participant x visit measure x configured period (values where both visits exist)."""
     measures = visit_measures(mapping, repeating_forms)
-    by_visit = {
-        (r["participant"], r["event"]): r for r in wide.to_dict("records")
-    }
+    by_visit = _visits(wide)
     participants = list(dict.fromkeys(zip(wide["participant"], wide["arm"], strict=True)))
     rows = []
     for participant, arm in participants:
@@ -67,11 +65,11 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
                 from_event, to_event = period.events(plain(arm))
                 start = by_visit.get((participant, from_event), {})
                 end = by_visit.get((participant, to_event), {})
-                before, after = plain(start.get(m.measure_id)), plain(end.get(m.measure_id))
+                before, after = start.get(m.measure_id), end.get(m.measure_id)
                 better = m.higher_is_better
                 category = (change_category(before, after, better)
                             if better is not None else None)
-                from_date, to_date = plain(start.get("date")), plain(end.get("date"))
+                from_date, to_date = start.get("date"), end.get("date")
                 rows.append({
                     "participant": participant, "arm": plain(arm), "measure_id": m.measure_id,
                     "label": m.label, "unit": m.unit, "direction": m.direction,
@@ -95,3 +93,10 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
         f"primary endpoint: {config.primary_measure} over {config.primary_period} "
         "(where is_primary_endpoint)",
     )
+
+
+def _visits(wide: pd.DataFrame) -> dict[tuple[str, str], dict[str, object]]:
+    """(participant, event) -> that visits_wide row, with plain values (NA -> None)."""
+    names = [str(c) for c in wide.columns]
+    rows = (dict(zip(names, values, strict=True)) for values in plain_values(wide))
+    return {(r["participant"], r["event"]): r for r in rows}

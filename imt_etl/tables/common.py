@@ -46,9 +46,13 @@ class AnalysisTable:
 
 def typed_frame(rows: Iterable[Mapping[str, Any]], schema: Mapping[str, Any]) -> pd.DataFrame:
     """Rows as a frame with exactly `schema`'s columns and dtypes (the same schema when empty)."""
-    rows = list(rows)
+    names = list(schema)
+    # Row-wise map(r.get) then one zip transposes in C: much faster than a list per column.
+    table = [list(map(r.get, names)) for r in rows]
+    columns = zip(*table, strict=True) if table else [()] * len(names)
     return pd.DataFrame({
-        name: pd.Series([r.get(name) for r in rows], dtype=dtype) for name, dtype in schema.items()
+        name: pd.Series(list(values), dtype=schema[name])
+        for name, values in zip(names, columns, strict=True)
     })
 
 
@@ -61,6 +65,13 @@ def pseudonyms(records: pd.Series, pseudonymise: Pseudonymise) -> pd.Series:
 def natural_order(record: str) -> tuple:
     """Record ids sort numerically when they are numbers ("2" before "10"), as REDCap shows them."""
     return (0, int(record), record) if record.isdigit() else (1, 0, record)
+
+
+def plain_values(frame: pd.DataFrame) -> list[list[Any]]:
+    """A frame's rows as lists of plain values (see `plain`), in column order.
+
+    One object array instead of to_dict("records"), which is several times slower."""
+    return [list(map(plain, values)) for values in frame.to_numpy(dtype=object)]
 
 
 def plain(value: Any) -> Any:
