@@ -110,9 +110,12 @@ def _visit_values(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], d
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for frame in tables.values():
         rows = frame[frame["redcap_repeat_instance"].isna()]
-        for row in rows.to_dict("records"):
-            values = {k: v for k, v in ((k, plain(v)) for k, v in row.items()) if v is not None}
-            merged.setdefault((row["record_id"], row["redcap_event_name"]), {}).update(values)
+        names = list(rows.columns)
+        record, event = names.index("record_id"), names.index("redcap_event_name")
+        # One object array: to_dict("records") is several times slower.
+        for raw in rows.to_numpy(dtype=object):
+            values = {k: v for k, v in zip(names, map(plain, raw), strict=True) if v is not None}
+            merged.setdefault((raw[record], raw[event]), {}).update(values)
     return merged
 
 
