@@ -39,8 +39,10 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -99,19 +101,25 @@ def measurements(
     records = {form: _records(df) for form, df in tables.items()}
     lookup = _RecordValues(records, mapping)
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
-    rows: list[Row] = []
+    known = event_order or list(event_labels or ()) or list(event_weeks or ())
+    events = _event_order(tables.values(), known)
+    # The sort key is the source row's key (computed once per source row) + the measure's rank.
+    prefixes = {id(row): _source_key(row, events)
+                for form in records.values() for row in form}
+    keyed: list[tuple[tuple, Row]] = []
     for m in mapping.measures:
         if not m.makes_fhir_data or m.instrument not in records:
             continue
         parent = mapping.measure(m.parent) if m.parent else m
         constant = _constant_columns(m, parent, lookup)
+        rank = (order.get(m.measure_id, len(order)),)
+        derive = _Derive(m, lookup) if m.derived is not None else None
         for source in records[m.instrument]:
-            row = _measure_row(m, parent, source, lookup, constant)
+            row = _measure_row(m, parent, source, lookup, constant, derive)
             if row is not None:
-                rows.append(row)
-    known = event_order or list(event_labels or ()) or list(event_weeks or ())
-    events = _event_order(tables.values(), known)
-    rows.sort(key=lambda r: _sort_key(r, events, order))
+                keyed.append((prefixes[id(source)] + rank, row))
+    keyed.sort(key=itemgetter(0))  # stable, and never compares the rows themselves
+    rows = [row for _, row in keyed]
     for row in rows:
         event = row["redcap_event_name"]
         row["event_label"] = (event_labels or {}).get(event) if event else None
@@ -133,8 +141,14 @@ def _records(df: pd.DataFrame) -> list[Row]:
     # One object array: to_dict("records") and column access (which deep-copies the tidy
     # tables' attrs every time) are several times slower.
     names = [str(c) for c in df.columns]
-    return [dict(zip(names, map(_plain, values), strict=True))
-            for values in df.to_numpy(dtype=object)]
+    values = df.to_numpy(dtype=object)
+    # pd.isna on the object array finds None, NaN, NA and NaT (as _plain does) in one pass.
+    values[pd.isna(values)] = None
+    for j, dtype in enumerate(df.dtypes):
+        # Only datetime and plain object columns can hold Timestamps (StringDtype's kind is O).
+        if dtype.kind == "M" or (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+            values[:, j] = [_plain(v) for v in values[:, j]]
+    return [dict(zip(names, row, strict=True)) for row in values.tolist()]
 
 
 def _plain(value: Any) -> Any:
@@ -154,7 +168,8 @@ class _RecordValues:
         self.records = records
         self.mapping = mapping
         self._cache: dict[tuple[str, str], dict[tuple[str, str | None], Any]] = {}
-        self.memo: dict[tuple[int, Any], Any] = {}  # derivation results per source row
+        self.memo: dict[tuple[int, int], Any] = {}  # derivation results per source row
+        self.calls: dict[Any, Any] = {}  # one Derivation object per distinct call (_Derive)
         # field -> the instrument whose table holds it (fields are unique across a project).
         self._forms = {f: form for form, rows in records.items() for f in (rows[0] if rows else ())}
 
@@ -203,9 +218,9 @@ def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> Row
 
 
 def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
-                 constant: Row | None = None) -> Row | None:
+                 constant: Row | None = None, derive: _Derive | None = None) -> Row | None:
     if m.derived is not None:
-        value: Any = _derive(m, source, lookup)
+        value: Any = (derive or _Derive(m, lookup))(source)
     else:
         value = source.get(m.field or "")
     if value is None:
@@ -266,26 +281,39 @@ def _effective(m: Measure, source: Row, lookup: _RecordValues) -> Row:
     return {"effective_date": None, "effective_datetime": None}
 
 
-def _derive(m: Measure, source: Row, lookup: _RecordValues) -> float | None:
-    assert m.derived is not None
-    values = {f: _typed_input(f, lookup.get(f, source, m.instrument), lookup)
-              for f in m.derived.fields}
-    whole = replace(m.derived, output=None)
-    # Several measures can share one call (the 8 RAND-36 scales): compute it once per row.
-    memo_key = (id(source), whole)
-    try:
-        if memo_key not in lookup.memo:
-            lookup.memo[memo_key] = whole.compute(values)
-        result = lookup.memo[memo_key]
-        if m.derived.output is not None:
-            result = result[m.derived.output]
-    except (ValueError, TypeError) as exc:
-        logger.warning("record %s, event %s: derived measure %s not computed: %s",
-                       source["record_id"], source["redcap_event_name"], m.measure_id, exc)
-        return None
-    if result is None or (isinstance(result, float) and math.isnan(result)):
-        return None
-    return float(result)
+class _Derive:
+    """A derived measure's value per source row; what is the same on every row is built once."""
+
+    def __init__(self, m: Measure, lookup: _RecordValues):
+        assert m.derived is not None
+        self.m, self.lookup = m, lookup
+        self.fields = m.derived.fields
+        # Several measures can share one call (the 8 RAND-36 scales): equal calls share one
+        # object, so the per-row memo is keyed by its id (hashing the dataclass is slow).
+        whole = replace(m.derived, output=None)
+        self.whole = lookup.calls.setdefault(whole, whole)
+
+    def __call__(self, source: Row) -> float | None:
+        m, lookup = self.m, self.lookup
+        assert m.derived is not None
+        memo_key = (id(source), id(self.whole))
+        # The inputs are gathered only for a new call (a failed call is retried, and warns, per
+        # measure, as it always did).
+        values = None if memo_key in lookup.memo else {
+            f: _typed_input(f, lookup.get(f, source, m.instrument), lookup) for f in self.fields}
+        try:
+            if values is not None:
+                lookup.memo[memo_key] = self.whole.compute(values)
+            result = lookup.memo[memo_key]
+            if m.derived.output is not None:
+                result = result[m.derived.output]
+        except (ValueError, TypeError) as exc:
+            logger.warning("record %s, event %s: derived measure %s not computed: %s",
+                           source["record_id"], source["redcap_event_name"], m.measure_id, exc)
+            return None
+        if result is None or (isinstance(result, float) and math.isnan(result)):
+            return None
+        return float(result)
 
 
 def _typed_input(field: str, value: Any, lookup: _RecordValues) -> Any:
@@ -332,7 +360,8 @@ def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterat
         yield ready
 
 
-def _sort_key(row: Row, events: Mapping[str | None, int], order: Mapping[str, int]) -> tuple:
+def _source_key(row: Row, events: Mapping[str | None, int]) -> tuple:
+    """The sort key of a source row: record (numeric ids numerically), event, repeat keys."""
     record = str(row["record_id"])
     natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
     return (
@@ -340,11 +369,12 @@ def _sort_key(row: Row, events: Mapping[str | None, int], order: Mapping[str, in
         events.get(row["redcap_event_name"], -1),
         row["redcap_repeat_instrument"] or "",
         row["redcap_repeat_instance"] or 0,
-        order.get(row["measure_id"], len(order)),
     )
 
 
 def _frame(rows: list[Row]) -> pd.DataFrame:
-    data = {name: pd.Series([r.get(name) for r in rows], dtype=dtype)
-            for name, dtype in COLUMNS.items()}
-    return pd.DataFrame(data)
+    # Every row has every column: one itemgetter per row, then one zip transposes (in C).
+    table = list(map(itemgetter(*COLUMNS), rows))
+    columns = zip(*table, strict=True) if table else [()] * len(COLUMNS)
+    return pd.DataFrame({name: pd.Series(list(values), dtype=dtype)
+                         for (name, dtype), values in zip(COLUMNS.items(), columns, strict=True)})
