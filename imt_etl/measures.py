@@ -103,28 +103,44 @@ def measurements(
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
     known = event_order or list(event_labels or ()) or list(event_weeks or ())
     events = _event_order(tables.values(), known)
-    # The sort key is the source row's key (computed once per source row) + the measure's rank.
-    prefixes = {id(row): _source_key(row, events)
-                for form in records.values() for row in form}
-    keyed: list[tuple[tuple, Row]] = []
+    # Rows are tuples in COLUMNS order, assembled from parts built once per source row (keys,
+    # sort key, visit label and week) or once per measure: far cheaper than a dict per row.
+    sources: dict[int, _SourceParts] = {}
+    keyed: list[tuple[tuple, tuple]] = []
     for m in mapping.measures:
         if not m.makes_fhir_data or m.instrument not in records:
             continue
         parent = mapping.measure(m.parent) if m.parent else m
-        constant = _constant_columns(m, parent, lookup)
+        first, last = _constant_columns(m, parent, lookup)
         rank = (order.get(m.measure_id, len(order)),)
         derive = _Derive(m, lookup) if m.derived is not None else None
         for source in records[m.instrument]:
-            row = _measure_row(m, parent, source, lookup, constant, derive)
-            if row is not None:
-                keyed.append((prefixes[id(source)] + rank, row))
+            values = _measure_values(m, parent, source, lookup, derive)
+            if values is not None:
+                at = sources.get(id(source))
+                if at is None:
+                    at = sources[id(source)] = _SourceParts(
+                        source, events, event_labels or {}, event_weeks or {})
+                keyed.append((at.sort_key + rank, at.keys + first + values + last + at.visit))
     keyed.sort(key=itemgetter(0))  # stable, and never compares the rows themselves
-    rows = [row for _, row in keyed]
-    for row in rows:
-        event = row["redcap_event_name"]
-        row["event_label"] = (event_labels or {}).get(event) if event else None
-        row["event_week"] = (event_weeks or {}).get(event) if event else None
-    return _frame(rows)
+    return _frame([row for _, row in keyed])
+
+
+class _SourceParts:
+    """What every measurement row of one source row shares: its key columns, its sort key (record
+    with numeric ids numerically, event, repeat keys) and its visit label and week."""
+
+    __slots__ = ("keys", "sort_key", "visit")
+
+    def __init__(self, row: Row, events: Mapping[str | None, int],
+                 labels: Mapping[str, str], weeks: Mapping[str, float]):
+        self.keys = tuple(row.get(k) for k in KEY_COLUMNS)  # COLUMNS starts with KEY_COLUMNS
+        record = str(row.get("record_id"))
+        natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+        event = row.get("redcap_event_name")
+        self.sort_key = (natural, events.get(event, -1), row.get("redcap_repeat_instrument") or "",
+                         row.get("redcap_repeat_instance") or 0)
+        self.visit = (labels.get(event), weeks.get(event)) if event else (None, None)
 
 
 def _measure_order(mapping: StudyMapping) -> list[Measure]:
@@ -199,61 +215,47 @@ class _RecordValues:
         return found if found is not None else values.get((record, None))
 
 
-def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> Row:
-    """The columns that are the same on every row of a measure (built once, not per row)."""
+def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues
+                      ) -> tuple[tuple, tuple]:
+    """The columns that are the same on every row of a measure (built once, not per row): those
+    from measure_id to display, and category and direction."""
     first = m.codes[0]
-    return dict(
-        measure_id=m.measure_id,
-        parent_measure_id=m.parent,
-        instrument=m.instrument,
-        field=m.field,
-        label=m.label,
-        value_type=m.value_type,
-        code_system=first.system_url(lookup.mapping.study.codesystem.url),
-        code=first.code,
-        display=first.display,
-        category=parent.category,
-        direction=m.direction,
+    return (
+        (m.measure_id, m.parent, m.instrument, m.field, m.label, m.value_type,
+         first.system_url(lookup.mapping.study.codesystem.url), first.code, first.display),
+        (parent.category, m.direction),
     )
 
 
-def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
-                 constant: Row | None = None, derive: _Derive | None = None) -> Row | None:
+def _measure_values(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
+                    derive: _Derive | None = None) -> tuple | None:
+    """The columns from value to effective_datetime of this measure's row, None without a value."""
     if m.derived is not None:
         value: Any = (derive or _Derive(m, lookup))(source)
     else:
         value = source.get(m.field or "")
     if value is None:
         return None
-    row: Row = {k: source.get(k) for k in KEY_COLUMNS}
-    row.update(constant if constant is not None else _constant_columns(m, parent, lookup))
-    row.update(_value_columns(m, value, source, lookup))
-    row.update(_effective(parent, source, lookup))
-    return row
+    return _value_columns(m, value, source, lookup) + _effective(parent, source, lookup)
 
 
-def _value_columns(m: Measure, value: Any, source: Row, lookup: _RecordValues) -> Row:
-    local_url = lookup.mapping.study.codesystem.url
-    out: Row = {"value": None, "value_code_system": None, "value_code": None,
-                "value_display": None, "value_text": None, "unit": None}
+def _value_columns(m: Measure, value: Any, source: Row, lookup: _RecordValues) -> tuple:
+    """value, value_code_system, value_code, value_display, value_text, unit."""
     if m.value_type == "codeable":
         coding = m.answer(str(value))
         if coding is None:
             raise ValueError(
                 f"record {source['record_id']!r}, field {m.field!r}: code {value!r} is not mapped"
             )
-        out.update(value_code_system=coding.system_url(local_url), value_code=coding.code,
-                   value_display=coding.display)
-    elif m.value_type == "string":
-        out["value_text"] = str(value)
-    elif m.value_type == "boolean":
-        out["value"] = 1.0 if str(value) in ("1", "True", "true") else 0.0
-    elif m.value_type == "integer":
-        out["value"] = float(int(float(value)))
-    else:
-        out["value"] = float(value) * _factor(m, source, lookup)
-        out["unit"] = m.unit
-    return out
+        local_url = lookup.mapping.study.codesystem.url
+        return (None, coding.system_url(local_url), coding.code, coding.display, None, None)
+    if m.value_type == "string":
+        return (None, None, None, None, str(value), None)
+    if m.value_type == "boolean":
+        return (1.0 if str(value) in ("1", "True", "true") else 0.0, None, None, None, None, None)
+    if m.value_type == "integer":
+        return (float(int(float(value))), None, None, None, None, None)
+    return (float(value) * _factor(m, source, lookup), None, None, None, None, m.unit)
 
 
 def _factor(m: Measure, source: Row, lookup: _RecordValues) -> float:
@@ -272,13 +274,14 @@ def _factor(m: Measure, source: Row, lookup: _RecordValues) -> float:
         raise ValueError(f"record {source['record_id']!r}, measure {m.measure_id}: {exc}") from exc
 
 
-def _effective(m: Measure, source: Row, lookup: _RecordValues) -> Row:
+def _effective(m: Measure, source: Row, lookup: _RecordValues) -> tuple:
+    """effective_date, effective_datetime."""
     value = lookup.get(m.effective_field, source, m.instrument) if m.effective_field else None
     if isinstance(value, datetime):
-        return {"effective_date": value.date(), "effective_datetime": value}
+        return (value.date(), value)
     if isinstance(value, date):
-        return {"effective_date": value, "effective_datetime": None}
-    return {"effective_date": None, "effective_datetime": None}
+        return (value, None)
+    return (None, None)
 
 
 class _Derive:
@@ -360,21 +363,7 @@ def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterat
         yield ready
 
 
-def _source_key(row: Row, events: Mapping[str | None, int]) -> tuple:
-    """The sort key of a source row: record (numeric ids numerically), event, repeat keys."""
-    record = str(row["record_id"])
-    natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
-    return (
-        natural,
-        events.get(row["redcap_event_name"], -1),
-        row["redcap_repeat_instrument"] or "",
-        row["redcap_repeat_instance"] or 0,
-    )
-
-
-def _frame(rows: list[Row]) -> pd.DataFrame:
-    # Every row has every column: one itemgetter per row, then one zip transposes (in C).
-    table = list(map(itemgetter(*COLUMNS), rows))
-    columns = zip(*table, strict=True) if table else [()] * len(COLUMNS)
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    columns = zip(*rows, strict=True) if rows else [()] * len(COLUMNS)  # one transpose, in C
     return pd.DataFrame({name: pd.Series(list(values), dtype=dtype)
                          for (name, dtype), values in zip(COLUMNS.items(), columns, strict=True)})
