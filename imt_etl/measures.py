@@ -134,7 +134,7 @@ class _SourceParts:
 
     def __init__(self, row: Row, events: Mapping[str | None, int],
                  labels: Mapping[str, str], weeks: Mapping[str, float]):
-        self.keys = tuple(row.get(k) for k in KEY_COLUMNS)  # COLUMNS starts with KEY_COLUMNS
+        self.keys = tuple(map(row.get, KEY_COLUMNS))  # COLUMNS starts with KEY_COLUMNS
         record = str(row.get("record_id"))
         natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
         event = row.get("redcap_event_name")
@@ -161,10 +161,16 @@ def _records(df: pd.DataFrame) -> list[Row]:
     # pd.isna on the object array finds None, NaN, NA and NaT (as _plain does) in one pass.
     values[pd.isna(values)] = None
     for j, dtype in enumerate(df.dtypes):
-        # Only datetime and plain object columns can hold Timestamps (StringDtype's kind is O).
-        if dtype.kind == "M" or (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+        if _may_hold_timestamps(dtype):
             values[:, j] = [_plain(v) for v in values[:, j]]
     return [dict(zip(names, row, strict=True)) for row in values.tolist()]
+
+
+def _may_hold_timestamps(dtype: Any) -> bool:
+    """Datetime and plain object columns (StringDtype's kind is O too; arrow dates are dates)."""
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype):
+        return False
+    return dtype.kind == "M" or (isinstance(dtype, np.dtype) and dtype.kind == "O")
 
 
 def _plain(value: Any) -> Any:

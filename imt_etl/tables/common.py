@@ -74,8 +74,11 @@ def natural_order(record: str) -> tuple:
 def plain_values(frame: pd.DataFrame) -> list[list[Any]]:
     """A frame's rows as lists of plain values (see `plain`), in column order.
 
-    One object array instead of to_dict("records"), which is several times slower."""
-    return [list(map(plain, values)) for values in frame.to_numpy(dtype=object)]
+    One object array instead of to_dict("records"), which is several times slower; pd.isna finds
+    the missing values (None, NaN, NA, NaT) in one pass instead of a call per value."""
+    values = frame.to_numpy(dtype=object)
+    values[pd.isna(values)] = None
+    return values.tolist()
 
 
 def plain(value: Any) -> Any:

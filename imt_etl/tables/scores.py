@@ -27,6 +27,7 @@ from imt_etl.tables.common import (
     identity,
     natural_order,
     plain,
+    plain_values,
     typed_frame,
 )
 from imt_etl.tables.config import AnalysisConfig, ScoresConfig
@@ -111,11 +112,10 @@ def _visit_values(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], d
     for frame in tables.values():
         rows = frame[frame["redcap_repeat_instance"].isna()]
         names = list(rows.columns)
-        record, event = names.index("record_id"), names.index("redcap_event_name")
-        # One object array: to_dict("records") is several times slower.
-        for raw in rows.to_numpy(dtype=object):
-            values = {k: v for k, v in zip(names, map(plain, raw), strict=True) if v is not None}
-            merged.setdefault((raw[record], raw[event]), {}).update(values)
+        keys = list(zip(rows["record_id"], rows["redcap_event_name"], strict=True))
+        for key, row in zip(keys, plain_values(rows), strict=True):
+            values = {k: v for k, v in zip(names, row, strict=True) if v is not None}
+            merged.setdefault(key, {}).update(values)
     return merged
 
 
