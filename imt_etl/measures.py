@@ -370,6 +370,8 @@ def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterat
 
 
 def _frame(rows: list[tuple]) -> pd.DataFrame:
-    columns = zip(*rows, strict=True) if rows else [()] * len(COLUMNS)  # one transpose, in C
-    return pd.DataFrame({name: pd.Series(list(values), dtype=dtype)
-                         for (name, dtype), values in zip(COLUMNS.items(), columns, strict=True)})
+    # One 2-D object array transposes the rows fastest (every value is a scalar); each column
+    # goes to pandas as a list of the same objects.
+    table = np.array(rows, dtype=object).reshape(len(rows), len(COLUMNS))
+    return pd.DataFrame({name: pd.Series(table[:, j].tolist(), dtype=dtype)
+                         for j, (name, dtype) in enumerate(COLUMNS.items())})
