@@ -83,6 +83,12 @@ COLUMNS: dict[str, Any] = {
 }
 
 Row = dict[str, Any]
+# The columns that are the same on every row of a measure, and those that vary by row.
+_MEASURE_COLUMNS = ("measure_id", "parent_measure_id", "instrument", "field", "label",
+                    "value_type", "code_system", "code", "display", "category", "direction")
+_ROW_COLUMNS = (*KEY_COLUMNS, "value", "value_code_system", "value_code", "value_display",
+                "value_text", "unit", "effective_date", "effective_datetime", "event_label",
+                "event_week")
 
 
 def measurements(
@@ -103,15 +109,18 @@ def measurements(
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
     known = event_order or list(event_labels or ()) or list(event_weeks or ())
     events = _event_order(tables.values(), known)
-    # Rows are tuples in COLUMNS order, assembled from parts built once per source row (keys,
-    # sort key, visit label and week) or once per measure: far cheaper than a dict per row.
+    # Rows are tuples (_ROW_COLUMNS, with the measure's index in `constants` after the keys),
+    # assembled from parts built once per source row (keys, sort key, visit label and week):
+    # far cheaper than a dict per row.
     sources: dict[int, _SourceParts] = {}
     keyed: list[tuple[tuple, tuple]] = []
+    constants: list[tuple] = []  # per measure, its _MEASURE_COLUMNS; rows hold its index
     for m in mapping.measures:
         if not m.makes_fhir_data or m.instrument not in records:
             continue
         parent = mapping.measure(m.parent) if m.parent else m
-        first, last = _constant_columns(m, parent, lookup)
+        constants.append(_constant_columns(m, parent, lookup))
+        index = (len(constants) - 1,)
         rank = (order.get(m.measure_id, len(order)),)
         derive = _Derive(m, lookup) if m.derived is not None else None
         for source in records[m.instrument]:
@@ -121,9 +130,9 @@ def measurements(
                 if at is None:
                     at = sources[id(source)] = _SourceParts(
                         source, events, event_labels or {}, event_weeks or {})
-                keyed.append((at.sort_key + rank, at.keys + first + values + last + at.visit))
+                keyed.append((at.sort_key + rank, at.keys + index + values + at.visit))
     keyed.sort(key=itemgetter(0))  # stable, and never compares the rows themselves
-    return _frame([row for _, row in keyed])
+    return _frame([row for _, row in keyed], constants)
 
 
 class _SourceParts:
@@ -221,16 +230,12 @@ class _RecordValues:
         return found if found is not None else values.get((record, None))
 
 
-def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues
-                      ) -> tuple[tuple, tuple]:
-    """The columns that are the same on every row of a measure (built once, not per row): those
-    from measure_id to display, and category and direction."""
+def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> tuple:
+    """The columns that are the same on every row of a measure (_MEASURE_COLUMNS)."""
     first = m.codes[0]
-    return (
-        (m.measure_id, m.parent, m.instrument, m.field, m.label, m.value_type,
-         first.system_url(lookup.mapping.study.codesystem.url), first.code, first.display),
-        (parent.category, m.direction),
-    )
+    return (m.measure_id, m.parent, m.instrument, m.field, m.label, m.value_type,
+            first.system_url(lookup.mapping.study.codesystem.url), first.code, first.display,
+            parent.category, m.direction)
 
 
 def _measure_values(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
@@ -369,9 +374,17 @@ def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterat
         yield ready
 
 
-def _frame(rows: list[tuple]) -> pd.DataFrame:
+def _frame(rows: list[tuple], constants: list[tuple]) -> pd.DataFrame:
     # One 2-D object array transposes the rows fastest (every value is a scalar); each column
-    # goes to pandas as a list of the same objects.
-    table = np.array(rows, dtype=object).reshape(len(rows), len(COLUMNS))
-    return pd.DataFrame({name: pd.Series(table[:, j].tolist(), dtype=dtype)
-                         for j, (name, dtype) in enumerate(COLUMNS.items())})
+    # goes to pandas as a list of the same objects. A measure's own columns are built once per
+    # measure and repeated by index (take), not converted row by row.
+    table = np.array(rows, dtype=object).reshape(len(rows), len(_ROW_COLUMNS) + 1)
+    which = table[:, len(KEY_COLUMNS)].astype(np.intp)
+    table = np.delete(table, len(KEY_COLUMNS), axis=1)
+    per_measure = np.array(constants, dtype=object).reshape(len(constants), len(_MEASURE_COLUMNS))
+    columns = {name: pd.Series(table[:, j].tolist(), dtype=COLUMNS[name])
+               for j, name in enumerate(_ROW_COLUMNS)}
+    columns.update({
+        name: pd.Series(pd.array(per_measure[:, j].tolist(), dtype=COLUMNS[name]).take(which))
+        for j, name in enumerate(_MEASURE_COLUMNS)})
+    return pd.DataFrame({name: columns[name] for name in COLUMNS})
