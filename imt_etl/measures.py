@@ -39,8 +39,10 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -81,6 +83,12 @@ COLUMNS: dict[str, Any] = {
 }
 
 Row = dict[str, Any]
+# The columns that are the same on every row of a measure, and those that vary by row.
+_MEASURE_COLUMNS = ("measure_id", "parent_measure_id", "instrument", "field", "label",
+                    "value_type", "code_system", "code", "display", "category", "direction")
+_ROW_COLUMNS = (*KEY_COLUMNS, "value", "value_code_system", "value_code", "value_display",
+                "value_text", "unit", "effective_date", "effective_datetime", "event_label",
+                "event_week")
 
 
 def measurements(
@@ -99,24 +107,49 @@ def measurements(
     records = {form: _records(df) for form, df in tables.items()}
     lookup = _RecordValues(records, mapping)
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
-    rows: list[Row] = []
+    known = event_order or list(event_labels or ()) or list(event_weeks or ())
+    events = _event_order(tables.values(), known)
+    # Rows are tuples (_ROW_COLUMNS, with the measure's index in `constants` after the keys),
+    # assembled from parts built once per source row (keys, sort key, visit label and week):
+    # far cheaper than a dict per row.
+    sources: dict[int, _SourceParts] = {}
+    keyed: list[tuple[tuple, tuple]] = []
+    constants: list[tuple] = []  # per measure, its _MEASURE_COLUMNS; rows hold its index
     for m in mapping.measures:
         if not m.makes_fhir_data or m.instrument not in records:
             continue
         parent = mapping.measure(m.parent) if m.parent else m
-        constant = _constant_columns(m, parent, lookup)
+        constants.append(_constant_columns(m, parent, lookup))
+        index = (len(constants) - 1,)
+        rank = (order.get(m.measure_id, len(order)),)
+        derive = _Derive(m, lookup) if m.derived is not None else None
         for source in records[m.instrument]:
-            row = _measure_row(m, parent, source, lookup, constant)
-            if row is not None:
-                rows.append(row)
-    known = event_order or list(event_labels or ()) or list(event_weeks or ())
-    events = _event_order(tables.values(), known)
-    rows.sort(key=lambda r: _sort_key(r, events, order))
-    for row in rows:
-        event = row["redcap_event_name"]
-        row["event_label"] = (event_labels or {}).get(event) if event else None
-        row["event_week"] = (event_weeks or {}).get(event) if event else None
-    return _frame(rows)
+            values = _measure_values(m, parent, source, lookup, derive)
+            if values is not None:
+                at = sources.get(id(source))
+                if at is None:
+                    at = sources[id(source)] = _SourceParts(
+                        source, events, event_labels or {}, event_weeks or {})
+                keyed.append((at.sort_key + rank, at.keys + index + values + at.visit))
+    keyed.sort(key=itemgetter(0))  # stable, and never compares the rows themselves
+    return _frame([row for _, row in keyed], constants)
+
+
+class _SourceParts:
+    """What every measurement row of one source row shares: its key columns, its sort key (record
+    with numeric ids numerically, event, repeat keys) and its visit label and week."""
+
+    __slots__ = ("keys", "sort_key", "visit")
+
+    def __init__(self, row: Row, events: Mapping[str | None, int],
+                 labels: Mapping[str, str], weeks: Mapping[str, float]):
+        self.keys = tuple(map(row.get, KEY_COLUMNS))  # COLUMNS starts with KEY_COLUMNS
+        record = str(row.get("record_id"))
+        natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+        event = row.get("redcap_event_name")
+        self.sort_key = (natural, events.get(event, -1), row.get("redcap_repeat_instrument") or "",
+                         row.get("redcap_repeat_instance") or 0)
+        self.visit = (labels.get(event), weeks.get(event)) if event else (None, None)
 
 
 def _measure_order(mapping: StudyMapping) -> list[Measure]:
@@ -133,8 +166,20 @@ def _records(df: pd.DataFrame) -> list[Row]:
     # One object array: to_dict("records") and column access (which deep-copies the tidy
     # tables' attrs every time) are several times slower.
     names = [str(c) for c in df.columns]
-    return [dict(zip(names, map(_plain, values), strict=True))
-            for values in df.to_numpy(dtype=object)]
+    values = df.to_numpy(dtype=object)
+    # pd.isna on the object array finds None, NaN, NA and NaT (as _plain does) in one pass.
+    values[pd.isna(values)] = None
+    for j, dtype in enumerate(df.dtypes):
+        if _may_hold_timestamps(dtype):
+            values[:, j] = [_plain(v) for v in values[:, j]]
+    return [dict(zip(names, row, strict=True)) for row in values.tolist()]
+
+
+def _may_hold_timestamps(dtype: Any) -> bool:
+    """Datetime and plain object columns (StringDtype's kind is O too; arrow dates are dates)."""
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype):
+        return False
+    return dtype.kind == "M" or (isinstance(dtype, np.dtype) and dtype.kind == "O")
 
 
 def _plain(value: Any) -> Any:
@@ -154,7 +199,8 @@ class _RecordValues:
         self.records = records
         self.mapping = mapping
         self._cache: dict[tuple[str, str], dict[tuple[str, str | None], Any]] = {}
-        self.memo: dict[tuple[int, Any], Any] = {}  # derivation results per source row
+        self.memo: dict[tuple[int, int], Any] = {}  # derivation results per source row
+        self.calls: dict[Any, Any] = {}  # one Derivation object per distinct call (_Derive)
         # field -> the instrument whose table holds it (fields are unique across a project).
         self._forms = {f: form for form, rows in records.items() for f in (rows[0] if rows else ())}
 
@@ -184,61 +230,43 @@ class _RecordValues:
         return found if found is not None else values.get((record, None))
 
 
-def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> Row:
-    """The columns that are the same on every row of a measure (built once, not per row)."""
+def _constant_columns(m: Measure, parent: Measure, lookup: _RecordValues) -> tuple:
+    """The columns that are the same on every row of a measure (_MEASURE_COLUMNS)."""
     first = m.codes[0]
-    return dict(
-        measure_id=m.measure_id,
-        parent_measure_id=m.parent,
-        instrument=m.instrument,
-        field=m.field,
-        label=m.label,
-        value_type=m.value_type,
-        code_system=first.system_url(lookup.mapping.study.codesystem.url),
-        code=first.code,
-        display=first.display,
-        category=parent.category,
-        direction=m.direction,
-    )
+    return (m.measure_id, m.parent, m.instrument, m.field, m.label, m.value_type,
+            first.system_url(lookup.mapping.study.codesystem.url), first.code, first.display,
+            parent.category, m.direction)
 
 
-def _measure_row(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
-                 constant: Row | None = None) -> Row | None:
+def _measure_values(m: Measure, parent: Measure, source: Row, lookup: _RecordValues,
+                    derive: _Derive | None = None) -> tuple | None:
+    """The columns from value to effective_datetime of this measure's row, None without a value."""
     if m.derived is not None:
-        value: Any = _derive(m, source, lookup)
+        value: Any = (derive or _Derive(m, lookup))(source)
     else:
         value = source.get(m.field or "")
     if value is None:
         return None
-    row: Row = {k: source.get(k) for k in KEY_COLUMNS}
-    row.update(constant if constant is not None else _constant_columns(m, parent, lookup))
-    row.update(_value_columns(m, value, source, lookup))
-    row.update(_effective(parent, source, lookup))
-    return row
+    return _value_columns(m, value, source, lookup) + _effective(parent, source, lookup)
 
 
-def _value_columns(m: Measure, value: Any, source: Row, lookup: _RecordValues) -> Row:
-    local_url = lookup.mapping.study.codesystem.url
-    out: Row = {"value": None, "value_code_system": None, "value_code": None,
-                "value_display": None, "value_text": None, "unit": None}
+def _value_columns(m: Measure, value: Any, source: Row, lookup: _RecordValues) -> tuple:
+    """value, value_code_system, value_code, value_display, value_text, unit."""
     if m.value_type == "codeable":
         coding = m.answer(str(value))
         if coding is None:
             raise ValueError(
                 f"record {source['record_id']!r}, field {m.field!r}: code {value!r} is not mapped"
             )
-        out.update(value_code_system=coding.system_url(local_url), value_code=coding.code,
-                   value_display=coding.display)
-    elif m.value_type == "string":
-        out["value_text"] = str(value)
-    elif m.value_type == "boolean":
-        out["value"] = 1.0 if str(value) in ("1", "True", "true") else 0.0
-    elif m.value_type == "integer":
-        out["value"] = float(int(float(value)))
-    else:
-        out["value"] = float(value) * _factor(m, source, lookup)
-        out["unit"] = m.unit
-    return out
+        local_url = lookup.mapping.study.codesystem.url
+        return (None, coding.system_url(local_url), coding.code, coding.display, None, None)
+    if m.value_type == "string":
+        return (None, None, None, None, str(value), None)
+    if m.value_type == "boolean":
+        return (1.0 if str(value) in ("1", "True", "true") else 0.0, None, None, None, None, None)
+    if m.value_type == "integer":
+        return (float(int(float(value))), None, None, None, None, None)
+    return (float(value) * _factor(m, source, lookup), None, None, None, None, m.unit)
 
 
 def _factor(m: Measure, source: Row, lookup: _RecordValues) -> float:
@@ -257,35 +285,49 @@ def _factor(m: Measure, source: Row, lookup: _RecordValues) -> float:
         raise ValueError(f"record {source['record_id']!r}, measure {m.measure_id}: {exc}") from exc
 
 
-def _effective(m: Measure, source: Row, lookup: _RecordValues) -> Row:
+def _effective(m: Measure, source: Row, lookup: _RecordValues) -> tuple:
+    """effective_date, effective_datetime."""
     value = lookup.get(m.effective_field, source, m.instrument) if m.effective_field else None
     if isinstance(value, datetime):
-        return {"effective_date": value.date(), "effective_datetime": value}
+        return (value.date(), value)
     if isinstance(value, date):
-        return {"effective_date": value, "effective_datetime": None}
-    return {"effective_date": None, "effective_datetime": None}
+        return (value, None)
+    return (None, None)
 
 
-def _derive(m: Measure, source: Row, lookup: _RecordValues) -> float | None:
-    assert m.derived is not None
-    values = {f: _typed_input(f, lookup.get(f, source, m.instrument), lookup)
-              for f in m.derived.fields}
-    whole = replace(m.derived, output=None)
-    # Several measures can share one call (the 8 RAND-36 scales): compute it once per row.
-    memo_key = (id(source), whole)
-    try:
-        if memo_key not in lookup.memo:
-            lookup.memo[memo_key] = whole.compute(values)
-        result = lookup.memo[memo_key]
-        if m.derived.output is not None:
-            result = result[m.derived.output]
-    except (ValueError, TypeError) as exc:
-        logger.warning("record %s, event %s: derived measure %s not computed: %s",
-                       source["record_id"], source["redcap_event_name"], m.measure_id, exc)
-        return None
-    if result is None or (isinstance(result, float) and math.isnan(result)):
-        return None
-    return float(result)
+class _Derive:
+    """A derived measure's value per source row; what is the same on every row is built once."""
+
+    def __init__(self, m: Measure, lookup: _RecordValues):
+        assert m.derived is not None
+        self.m, self.lookup = m, lookup
+        self.fields = m.derived.fields
+        # Several measures can share one call (the 8 RAND-36 scales): equal calls share one
+        # object, so the per-row memo is keyed by its id (hashing the dataclass is slow).
+        whole = replace(m.derived, output=None)
+        self.whole = lookup.calls.setdefault(whole, whole)
+
+    def __call__(self, source: Row) -> float | None:
+        m, lookup = self.m, self.lookup
+        assert m.derived is not None
+        memo_key = (id(source), id(self.whole))
+        # The inputs are gathered only for a new call (a failed call is retried, and warns, per
+        # measure, as it always did).
+        values = None if memo_key in lookup.memo else {
+            f: _typed_input(f, lookup.get(f, source, m.instrument), lookup) for f in self.fields}
+        try:
+            if values is not None:
+                lookup.memo[memo_key] = self.whole.compute(values)
+            result = lookup.memo[memo_key]
+            if m.derived.output is not None:
+                result = result[m.derived.output]
+        except (ValueError, TypeError) as exc:
+            logger.warning("record %s, event %s: derived measure %s not computed: %s",
+                           source["record_id"], source["redcap_event_name"], m.measure_id, exc)
+            return None
+        if result is None or (isinstance(result, float) and math.isnan(result)):
+            return None
+        return float(result)
 
 
 def _typed_input(field: str, value: Any, lookup: _RecordValues) -> Any:
@@ -332,19 +374,17 @@ def _topological(events: Sequence[str], after: Mapping[str, set[str]]) -> Iterat
         yield ready
 
 
-def _sort_key(row: Row, events: Mapping[str | None, int], order: Mapping[str, int]) -> tuple:
-    record = str(row["record_id"])
-    natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
-    return (
-        natural,
-        events.get(row["redcap_event_name"], -1),
-        row["redcap_repeat_instrument"] or "",
-        row["redcap_repeat_instance"] or 0,
-        order.get(row["measure_id"], len(order)),
-    )
-
-
-def _frame(rows: list[Row]) -> pd.DataFrame:
-    data = {name: pd.Series([r.get(name) for r in rows], dtype=dtype)
-            for name, dtype in COLUMNS.items()}
-    return pd.DataFrame(data)
+def _frame(rows: list[tuple], constants: list[tuple]) -> pd.DataFrame:
+    # One 2-D object array transposes the rows fastest (every value is a scalar); each column
+    # goes to pandas as a list of the same objects. A measure's own columns are built once per
+    # measure and repeated by index (take), not converted row by row.
+    table = np.array(rows, dtype=object).reshape(len(rows), len(_ROW_COLUMNS) + 1)
+    which = table[:, len(KEY_COLUMNS)].astype(np.intp)
+    table = np.delete(table, len(KEY_COLUMNS), axis=1)
+    per_measure = np.array(constants, dtype=object).reshape(len(constants), len(_MEASURE_COLUMNS))
+    columns = {name: pd.Series(table[:, j].tolist(), dtype=COLUMNS[name])
+               for j, name in enumerate(_ROW_COLUMNS)}
+    columns.update({
+        name: pd.Series(pd.array(per_measure[:, j].tolist(), dtype=COLUMNS[name]).take(which))
+        for j, name in enumerate(_MEASURE_COLUMNS)})
+    return pd.DataFrame({name: columns[name] for name in COLUMNS})

@@ -16,6 +16,10 @@ EDGE_DECIMALS = 9
 
 def is_missing(value: Any) -> bool:
     """True for None, NaN (float or numpy), pandas NA and NaT."""
+    if type(value) is float:  # the common cases, checked without the ABC machinery below
+        return value != value
+    if type(value) is int:
+        return False
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value)
@@ -23,6 +27,10 @@ def is_missing(value: Any) -> bool:
 
 def as_number(value: Any, name: str) -> float:
     """Return a finite float or raise ValueError naming the input; bools and strings are refused."""
+    if type(value) is float and value - value == 0:  # finite plain float (the common case)
+        return value
+    if type(value) is int:  # float() of an int is finite (or raises OverflowError, as below)
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     result = float(value)

@@ -50,7 +50,8 @@ HEALTH_CHANGE_ITEM = 2
 
 def rand36_recode(item_number: int, response: int | None) -> float | None:
     """Recode one RAND-36 item response (the printed answer code) to 0-100; None if missing."""
-    valid = isinstance(item_number, numbers.Integral) and not isinstance(item_number, bool)
+    valid = type(item_number) is int or (  # a plain int first: the ABC check is slow
+        isinstance(item_number, numbers.Integral) and not isinstance(item_number, bool))
     if not valid or item_number not in RECODE:
         raise ValueError(f"RAND-36 item number must be an integer 1-36, got {item_number!r}")
     if is_missing(response):

@@ -39,13 +39,10 @@ def default_config(meta: ProjectMeta, mapping: StudyMapping) -> AnalysisConfig:
 
 
 def _plain_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Shallow copies without `attrs`: pandas deep-copies attrs on every operation (slow)."""
-    out = {}
-    for form, frame in tables.items():
-        copy = frame.copy(deep=False)
-        copy.attrs = {}
-        out[form] = copy
-    return out
+    """Shallow copies without `attrs`: pandas deep-copies attrs on every operation (slow).
+
+    The DataFrame constructor starts with empty attrs; frame.copy() would deep-copy them first."""
+    return {form: pd.DataFrame(frame, copy=False) for form, frame in tables.items()}
 
 
 def analysis_tables(

@@ -7,13 +7,14 @@ The primary endpoint is the row set `is_primary_endpoint` (the configured measur
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import pandas as pd
 
-from imt_etl.fhir.mappings import StudyMapping
+from imt_etl.fhir.mappings import Measure, StudyMapping
 from imt_etl.scores import CHANGE_LABELS, ChangeCategory, change_category, percent_change
-from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, typed_frame
+from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, plain_values, tuple_frame
 from imt_etl.tables.config import AnalysisConfig
 from imt_etl.tables.wide import visit_measures
 
@@ -56,42 +57,53 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
                          repeating_forms: Collection[str]) -> AnalysisTable:
     """Every participant x visit measure x configured period (values where both visits exist)."""
     measures = visit_measures(mapping, repeating_forms)
-    by_visit = {
-        (r["participant"], r["event"]): r for r in wide.to_dict("records")
-    }
+    by_visit = _visits(wide)
     participants = list(dict.fromkeys(zip(wide["participant"], wide["arm"], strict=True)))
-    rows = []
+    plans = [(m, config.periods_for(m.measure_id)) for m in measures]  # once, not per participant
+    rows: list[tuple] = []  # in SCHEMA order
     for participant, arm in participants:
-        for m in measures:
-            for period in config.periods_for(m.measure_id):
-                from_event, to_event = period.events(plain(arm))
+        arm = plain(arm)
+        for m, periods in plans:
+            for period in periods:
+                from_event, to_event = period.events(arm)
                 start = by_visit.get((participant, from_event), {})
                 end = by_visit.get((participant, to_event), {})
-                before, after = plain(start.get(m.measure_id)), plain(end.get(m.measure_id))
-                better = m.higher_is_better
-                category = (change_category(before, after, better)
-                            if better is not None else None)
-                from_date, to_date = plain(start.get("date")), plain(end.get("date"))
-                rows.append({
-                    "participant": participant, "arm": plain(arm), "measure_id": m.measure_id,
-                    "label": m.label, "unit": m.unit, "direction": m.direction,
-                    "period": period.name, "period_label": period.label,
-                    "from_event": from_event, "to_event": to_event,
-                    "from_date": from_date, "to_date": to_date,
-                    "days": (to_date - from_date).days if from_date and to_date else None,
-                    "from_value": before, "to_value": after,
-                    "change": after - before if before is not None and after is not None
-                    else None,
-                    "percent_change": percent_change(before, after),
-                    "change_category": category.value if category else None,
-                    "change_category_label": CHANGE_LABELS[category] if category else None,
-                    "is_primary_endpoint": m.measure_id == config.primary_measure
+                rows.append((
+                    participant, arm, m.measure_id, m.label, m.unit, m.direction,
+                    period.name, period.label, from_event, to_event,
+                    *_change(start, end, m),
+                    m.measure_id == config.primary_measure
                     and period.name == config.primary_period,
-                })
+                ))
     return AnalysisTable(
-        "change_from_baseline", typed_frame(rows, SCHEMA),
+        "change_from_baseline", tuple_frame(rows, SCHEMA),
         {c: dict(DESCRIPTIONS[c]) for c in SCHEMA},
         "Per participant, measure and period: absolute and percent change and its category; "
         f"primary endpoint: {config.primary_measure} over {config.primary_period} "
         "(where is_primary_endpoint)",
+    )
+
+
+def _visits(wide: pd.DataFrame) -> dict[tuple[str, str], dict[str, object]]:
+    """(participant, event) -> that visits_wide row, with plain values (NA -> None)."""
+    names = [str(c) for c in wide.columns]
+    rows = (dict(zip(names, values, strict=True)) for values in plain_values(wide))
+    return {(r["participant"], r["event"]): r for r in rows}
+
+
+def _change(start: Mapping[str, Any], end: Mapping[str, Any], m: Measure) -> tuple:
+    """from_date, to_date, days, from_value, to_value, change, percent_change, change_category
+    and change_category_label of one measure between two visits."""
+    before, after = start.get(m.measure_id), end.get(m.measure_id)
+    better = m.higher_is_better
+    category = change_category(before, after, better) if better is not None else None
+    from_date, to_date = start.get("date"), end.get("date")
+    return (
+        from_date, to_date,
+        (to_date - from_date).days if from_date and to_date else None,
+        before, after,
+        after - before if before is not None and after is not None else None,
+        percent_change(before, after),
+        category.value if category else None,
+        CHANGE_LABELS[category] if category else None,
     )

@@ -46,9 +46,17 @@ class AnalysisTable:
 
 def typed_frame(rows: Iterable[Mapping[str, Any]], schema: Mapping[str, Any]) -> pd.DataFrame:
     """Rows as a frame with exactly `schema`'s columns and dtypes (the same schema when empty)."""
-    rows = list(rows)
+    names = list(schema)
+    return tuple_frame([tuple(map(r.get, names)) for r in rows], schema)
+
+
+def tuple_frame(rows: list[tuple], schema: Mapping[str, Any]) -> pd.DataFrame:
+    """Like typed_frame, for rows that are tuples in `schema`'s column order."""
+    # One zip transposes the rows in C: much faster than a list comprehension per column.
+    columns = zip(*rows, strict=True) if rows else [()] * len(schema)
     return pd.DataFrame({
-        name: pd.Series([r.get(name) for r in rows], dtype=dtype) for name, dtype in schema.items()
+        name: pd.Series(list(values), dtype=dtype)
+        for (name, dtype), values in zip(schema.items(), columns, strict=True)
     })
 
 
@@ -61,6 +69,16 @@ def pseudonyms(records: pd.Series, pseudonymise: Pseudonymise) -> pd.Series:
 def natural_order(record: str) -> tuple:
     """Record ids sort numerically when they are numbers ("2" before "10"), as REDCap shows them."""
     return (0, int(record), record) if record.isdigit() else (1, 0, record)
+
+
+def plain_values(frame: pd.DataFrame) -> list[list[Any]]:
+    """A frame's rows as lists of plain values (see `plain`), in column order.
+
+    One object array instead of to_dict("records"), which is several times slower; pd.isna finds
+    the missing values (None, NaN, NA, NaT) in one pass instead of a call per value."""
+    values = frame.to_numpy(dtype=object)
+    values[pd.isna(values)] = None
+    return values.tolist()
 
 
 def plain(value: Any) -> Any:

@@ -50,7 +50,8 @@ def analysis_instrument(
     """One tidy instrument table with analyst-facing keys and without identifying columns."""
     described: dict[str, dict[str, str]] = frame.attrs.get("columns", {})
     # Valid rows keep their positions in the full table; new columns must align by position.
-    frame = frame.reset_index(drop=True)
+    # Without attrs (read above): pandas deep-copies them on every operation.
+    frame = pd.DataFrame(frame, copy=False).reset_index(drop=True)
     dropped = identifier_fields(dictionary, allowed_identifiers)
     labels = event_labels or {}
     out = pd.DataFrame({

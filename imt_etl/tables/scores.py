@@ -27,6 +27,7 @@ from imt_etl.tables.common import (
     identity,
     natural_order,
     plain,
+    plain_values,
     typed_frame,
 )
 from imt_etl.tables.config import AnalysisConfig, ScoresConfig
@@ -110,9 +111,11 @@ def _visit_values(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], d
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for frame in tables.values():
         rows = frame[frame["redcap_repeat_instance"].isna()]
-        for row in rows.to_dict("records"):
-            values = {k: v for k, v in ((k, plain(v)) for k, v in row.items()) if v is not None}
-            merged.setdefault((row["record_id"], row["redcap_event_name"]), {}).update(values)
+        names = list(rows.columns)
+        keys = list(zip(rows["record_id"], rows["redcap_event_name"], strict=True))
+        for key, row in zip(keys, plain_values(rows), strict=True):
+            values = {k: v for k, v in zip(names, row, strict=True) if v is not None}
+            merged.setdefault(key, {}).update(values)
     return merged
 
 

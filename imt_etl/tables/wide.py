@@ -53,7 +53,8 @@ def visits_wide(long: pd.DataFrame, mapping: StudyMapping,
             [None] * len(frame), dtype="Float64")
     frame = frame.astype({"participant": STRING, "arm": "Int64", "event": STRING,
                           "visit": STRING, "week": "Float64", "date": DATE})
-    event_order = {e: i for i, e in enumerate(dict.fromkeys(long["event"].dropna()))}
+    # unique() keeps first-appearance order, without iterating every row in Python.
+    event_order = {e: i for i, e in enumerate(long["event"].dropna().unique())}
     frame = frame.sort_values(
         ["participant", "event"],
         key=lambda s: s.map(natural_order if s.name == "participant" else event_order.get),
