@@ -398,7 +398,7 @@ class RedcapClient:
                 ),
             ),
         )
-        return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+        return [_strings(row) for row in rows]
 
     def deleted_since(self, begin: datetime) -> list[str]:
         """Ids of records deleted at or after `begin` (server local time), from the log."""
@@ -412,6 +412,16 @@ class RedcapClient:
         rid_field = self.record_id_field
         ids = [rid for entry in entries if (rid := deleted_record_id(entry, rid_field))]
         return list(dict.fromkeys(ids))
+
+
+def _strings(row: dict) -> dict[str, str]:
+    """A copy of an exported row with every key and value a string (None as "").
+
+    JSON rows nearly always are already: one C-level type check per row then replaces the
+    per-value conversion, the main cost of an export."""
+    if set(map(type, row)) | set(map(type, row.values())) <= {str}:
+        return dict(row)
+    return {str(k): "" if v is None else str(v) for k, v in row.items()}
 
 
 def deleted_record_id(entry: dict, record_id_field: str | None = None) -> str | None:
