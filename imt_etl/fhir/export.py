@@ -183,15 +183,20 @@ def _column(frame: pd.DataFrame, name: str | None) -> list[Any]:
     """One column's values as objects (None for every row when there is no such column)."""
     if name is None or name not in frame.columns:
         return [None] * len(frame)
-    return list(frame[[name]].to_numpy(dtype=object)[:, 0])
+    return frame[name].to_numpy(dtype=object).tolist()
 
 
 def _keys(frame: pd.DataFrame) -> list[tuple]:
-    """Each row's KEY_COLUMNS values, nulls as None (one vectorised null check per column)."""
-    values = frame[list(KEY_COLUMNS)].to_numpy(dtype=object)
-    missing = pd.isna(values)
-    return [tuple(None if na else v for v, na in zip(row, nas, strict=True))
-            for row, nas in zip(values, missing, strict=True)]
+    """Each row's KEY_COLUMNS values, nulls as None (one vectorised null check per column).
+
+    Column by column: selecting the key columns as a frame deep-copies the frame's attrs."""
+    columns = []
+    for name in KEY_COLUMNS:
+        values = frame[name].to_numpy(dtype=object)
+        columns.append([None if na else v for v, na in zip(values.tolist(),
+                                                           pd.isna(values).tolist(),
+                                                           strict=True)])
+    return list(zip(*columns, strict=True))
 
 
 def _date_field(form: str, meta: ProjectMeta, ctx: FhirContext) -> str | None:

@@ -255,6 +255,7 @@ class ResponsePlan:
         self.always = {i["linkId"] for i in items if not i.get("enableWhen")}
         self.questions = {c.question for i in self.conditional for c in i.conditions}
         self.base = canonical_base_of(questionnaire)
+        self.tree = _response_tree(questionnaire.get("item", []))
         self.fields = [(i["linkId"], _FieldPlan(dictionary.field(i["linkId"]), self.base,
                                                 self.missing_codes))
                        for i in items if i["type"] not in ("group", "display")
@@ -328,7 +329,7 @@ def build_questionnaire_response(
         resource["encounter"] = {"reference": encounter_ref}
     if authored is not None:  # unknown (the form records no date): omitted, never guessed
         resource["authored"] = authored
-    items = _response_items(questionnaire.get("item", []), answers, enabled)
+    items = _response_items(plan.tree, answers, enabled)
     if items:
         resource["item"] = items
     return resource
@@ -338,24 +339,37 @@ def _status(row: Mapping[str, str], form: str) -> str:
     return "completed" if _value(row, f"{form}_complete") == "2" else "in-progress"
 
 
+# An item of the response tree: (linkId, its entry head {linkId, text}, children or None for a
+# data item). Display items never appear in a response, so the plan leaves them out.
+_Node = tuple[str, dict[str, Any], "list[_Node] | None"]
+
+
+def _response_tree(items: Sequence[Mapping[str, Any]]) -> list[_Node]:
+    out: list[_Node] = []
+    for item in items:
+        if item["type"] == "display":
+            continue
+        head: dict[str, Any] = {"linkId": item["linkId"]}
+        if item.get("text"):
+            head["text"] = item["text"]
+        children = _response_tree(item.get("item", [])) if item["type"] == "group" else None
+        out.append((item["linkId"], head, children))
+    return out
+
+
 def _response_items(
-    items: Sequence[Mapping[str, Any]], answers: Mapping[str, list[dict[str, Any]]],
-    enabled: set[str],
+    nodes: list[_Node], answers: Mapping[str, list[dict[str, Any]]], enabled: set[str],
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for item in items:
-        link = item["linkId"]
-        if link not in enabled or item["type"] == "display":
+    for link, head, children in nodes:
+        if link not in enabled:
             continue
-        entry: dict[str, Any] = {"linkId": link}
-        if item.get("text"):
-            entry["text"] = item["text"]
-        if item["type"] == "group":
-            children = _response_items(item.get("item", []), answers, enabled)
-            if children:
-                out.append({**entry, "item": children})
+        if children is not None:
+            kids = _response_items(children, answers, enabled)
+            if kids:
+                out.append({**head, "item": kids})
         elif answers.get(link):
-            out.append({**entry, "answer": answers[link]})
+            out.append({**head, "answer": answers[link]})
     return out
 
 
