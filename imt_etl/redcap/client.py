@@ -417,11 +417,14 @@ class RedcapClient:
 def _strings(row: dict) -> dict[str, str]:
     """A copy of an exported row with every key and value a string (None as "").
 
-    JSON rows nearly always are already: one C-level type check per row then replaces the
-    per-value conversion, the main cost of an export."""
-    if set(map(type, row)) | set(map(type, row.values())) <= {str}:
-        return dict(row)
-    return {str(k): "" if v is None else str(v) for k, v in row.items()}
+    JSON rows nearly always are already: two C-level joins check that (TypeError on a
+    non-string) instead of converting value by value, which was the main cost of an export."""
+    try:
+        "".join(row)
+        "".join(row.values())
+    except TypeError:
+        return {str(k): "" if v is None else str(v) for k, v in row.items()}
+    return dict(row)
 
 
 def deleted_record_id(entry: dict, record_id_field: str | None = None) -> str | None:
