@@ -142,6 +142,8 @@ def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire:
     """One QuestionnaireResponse per valid row, built from that row's REDCap strings."""
     # Names, MRNs, dates of birth... and the record id are never answered in a response.
     hidden = identifier_fields(meta.dictionary) - ctx.allowed_identifiers
+    # Views without attrs: pandas deep-copies a frame's attrs into every column taken from it.
+    valid, raw = pd.DataFrame(valid, copy=False), pd.DataFrame(raw, copy=False)
     raw_by_key = dict(zip(_keys(raw), _text_rows(raw, hidden), strict=True))
     date_field = _date_field(form, meta, ctx)
     dates = _column(valid, date_field)
@@ -187,9 +189,7 @@ def _column(frame: pd.DataFrame, name: str | None) -> list[Any]:
 
 
 def _keys(frame: pd.DataFrame) -> list[tuple]:
-    """Each row's KEY_COLUMNS values, nulls as None (one vectorised null check per column).
-
-    Column by column: selecting the key columns as a frame deep-copies the frame's attrs."""
+    """Each row's KEY_COLUMNS values, nulls as None (one vectorised null check per column)."""
     columns = []
     for name in KEY_COLUMNS:
         values = frame[name].to_numpy(dtype=object)

@@ -70,7 +70,8 @@ class _FieldPlan:
     """One data item's field with its lookups worked out once per form, not once per row."""
 
     def __init__(self, f: Field, base: str, missing: Sequence[Choice]):
-        self.field, self.kind = f, item_type(f)
+        self.field, self.name, self.kind = f, f.name, item_type(f)
+        self.is_checkbox = f.is_checkbox
         self.system = choice_system(base, f) if self.kind == "choice" else ""
         # A dict answers "which choice is this code" at once; setdefault keeps the first match,
         # as the scan over the list did.
@@ -92,12 +93,13 @@ class _Reader:
         self.base, self.tz, self.record = base, tz, record
 
     def answers(self, p: _FieldPlan, row: Mapping[str, str]) -> list[dict[str, Any]]:
-        if p.field.is_checkbox:
+        if p.is_checkbox:
             out = [{"valueCoding": self._coding(p, c)} for col, c in p.boxes
                    if _value(row, col) == "1"]
             return out + [{"valueCoding": self._missing(m)} for col, m in p.missing_boxes
                           if _value(row, col) == "1"]
-        raw = _value(row, p.field.name)
+        raw = row.get(p.name)
+        raw = raw.strip() if raw.__class__ is str else _value(row, p.name)  # _value, inlined
         if raw == "":
             return []
         code = p.missing.get(raw)
