@@ -294,8 +294,7 @@ class _FormBuilder:
         self.describe[DAG_KEY] = {"label": "REDCap data access group", "kind": "key"}
 
     def add_raw(self, name: str) -> list[str]:
-        # A str cell is kept as is (nearly all of them); anything else as str(), None as "".
-        values = [v if (v := row.get(name)).__class__ is str else str(v or "") for row in self.rows]
+        values = [str(row.get(name) or "") for row in self.rows]
         self.raw[name] = pd.Series(values, dtype=STRING_DTYPE)
         return values
 
@@ -432,14 +431,10 @@ def _data_columns(meta: ProjectMeta, form: str) -> tuple[list[str], list[str]]:
     return plain, boxes
 
 
-def _has_data(row: Mapping[str, str], form: str, plain: Iterable[str], boxes: Iterable[str]
-              ) -> bool:
+def _has_data(row: Mapping[str, str], form: str, plain: list[str], boxes: list[str]) -> bool:
     if row.get(f"{form}_complete"):
         return True
-    # Rows are mostly compact (no empty values, see imt_etl.redcap.snapshot): intersecting
-    # the row's keys with the form's columns is cheaper than a get per column.
-    keys = row.keys()
-    return any(row[c] for c in keys & plain) or any(row[c] == "1" for c in keys & boxes)
+    return any(row.get(c) for c in plain) or any(row.get(c) == "1" for c in boxes)
 
 
 def _record_dags(keyed: list[tuple[_Key, Mapping[str, str]]]) -> dict[str, str | None] | None:
@@ -495,7 +490,7 @@ def tidy_instruments(
     for form in meta.dictionary.forms:
         if form not in wanted:
             continue
-        plain, boxes = (frozenset(c) for c in _data_columns(meta, form))
+        plain, boxes = _data_columns(meta, form)
         chosen = [
             (k, row) for k, row in keyed
             if k.repeat_instrument in (None, form) and _has_data(row, form, plain, boxes)
