@@ -31,7 +31,7 @@ from imt_etl.fhir.questionnaire import (
     UnsupportedLogicReport,
     build_questionnaire,
 )
-from imt_etl.fhir.questionnaire_response import build_questionnaire_response
+from imt_etl.fhir.questionnaire_response import ResponsePlan, build_questionnaire_response
 from imt_etl.fhir.study import (
     RESOURCE_ORDER,
     participant_resources,
@@ -144,37 +144,63 @@ def _split(frame: pd.DataFrame, batch_of: Mapping[str, int]) -> dict[int, pd.Dat
 def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire: dict,
                meta: ProjectMeta, ctx: FhirContext, encounters: set[str]) -> list[dict]:
     """One QuestionnaireResponse per valid row, built from that row's REDCap strings."""
-    raw_by_key = {_key(row): row for row in _rows(raw)}
-    date_field = _date_field(form, meta, ctx)
     # Names, MRNs, dates of birth... and the record id are never answered in a response.
     hidden = identifier_fields(meta.dictionary) - ctx.allowed_identifiers
+    # Views without attrs: pandas deep-copies a frame's attrs into every column taken from it.
+    valid, raw = pd.DataFrame(valid, copy=False), pd.DataFrame(raw, copy=False)
+    raw_by_key = dict(zip(_keys(raw), _text_rows(raw, hidden), strict=True))
+    date_field = _date_field(form, meta, ctx)
+    dates = _column(valid, date_field)
+    plan = ResponsePlan(questionnaire, meta.dictionary, meta.missing_codes) if len(valid) else None
     out = []
-    for row in _rows(valid):
-        key = _key(row)
+    for key, day in zip(_keys(valid), dates, strict=True):
         record, event, instance = key[0], key[2], key[4]
-        raw_row = {k: ("" if v is None or v is pd.NA or k in hidden else str(v))
-                   for k, v in raw_by_key[key].items()}
         enc = encounter_id(ctx, record, event)
         out.append(build_questionnaire_response(
-            questionnaire, raw_row, meta.dictionary, form,
+            questionnaire, raw_by_key[key], meta.dictionary, form,
             subject_ref=patient_ref(ctx, record),
             encounter_ref=encounter_ref(ctx, record, event) if enc in encounters else None,
-            authored=_authored(row.get(date_field) if date_field else None, ctx),
+            authored=_authored(day, ctx),
             id=questionnaire_response_id(ctx, record, event, form, instance),
             missing_codes=meta.missing_codes, timezone=ctx.timezone,
-            record=record,
+            record=record, plan=plan,
         ))
     return out
 
 
-def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame's rows as dicts (DataFrame.to_dict("records") is several times slower)."""
+def _text_rows(frame: pd.DataFrame, hidden: set[str]) -> list[dict[str, str]]:
+    """A raw frame's rows as dicts of strings, nulls and `hidden` fields as "".
+
+    Built column by column: the hidden check is made once per column, not once per cell."""
     names = [str(c) for c in frame.columns]
-    return [dict(zip(names, row, strict=True)) for row in frame.to_numpy(dtype=object)]
+    blank = [""] * len(frame)
+    columns = [blank if name in hidden else [_text(v) for v in values]
+               for name, values in zip(names, frame.to_numpy(dtype=object).T, strict=True)]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _key(row: Mapping[str, Any]) -> tuple:
-    return tuple(None if pd.isna(row[k]) else row[k] for k in KEY_COLUMNS)
+def _text(value: Any) -> str:
+    if value.__class__ is str:  # nearly every raw cell: skip the null checks and str()
+        return value
+    return "" if value is None or value is pd.NA else str(value)
+
+
+def _column(frame: pd.DataFrame, name: str | None) -> list[Any]:
+    """One column's values as objects (None for every row when there is no such column)."""
+    if name is None or name not in frame.columns:
+        return [None] * len(frame)
+    return frame[name].to_numpy(dtype=object).tolist()
+
+
+def _keys(frame: pd.DataFrame) -> list[tuple]:
+    """Each row's KEY_COLUMNS values, nulls as None (one vectorised null check per column)."""
+    columns = []
+    for name in KEY_COLUMNS:
+        values = frame[name].to_numpy(dtype=object)
+        columns.append([None if na else v for v, na in zip(values.tolist(),
+                                                           pd.isna(values).tolist(),
+                                                           strict=True)])
+    return list(zip(*columns, strict=True))
 
 
 def _date_field(form: str, meta: ProjectMeta, ctx: FhirContext) -> str | None:

@@ -66,45 +66,64 @@ def is_missing_code_system(system: str) -> bool:
 # --- REDCap value -> answers ----------------------------------------------------------------
 
 
+class _FieldPlan:
+    """One data item's field with its lookups worked out once per form, not once per row."""
+
+    def __init__(self, f: Field, base: str, missing: Sequence[Choice]):
+        self.field, self.name, self.kind = f, f.name, item_type(f)
+        self.is_checkbox = f.is_checkbox
+        self.system = choice_system(base, f) if self.kind == "choice" else ""
+        # A dict answers "which choice is this code" at once; setdefault keeps the first match,
+        # as the scan over the list did.
+        self.choices: dict[str, Choice] = {}
+        for c in f.choices:
+            self.choices.setdefault(c.code, c)
+        own = () if has_tag(f, "@NOMISSING") else tuple(missing)
+        self.missing: dict[str, Choice] = {}
+        for m in own:
+            self.missing.setdefault(m.code, m)
+        self.boxes = tuple((checkbox_column(f.name, c.code), c) for c in f.choices)
+        self.missing_boxes = tuple((checkbox_column(f.name, m.code), m) for m in own)
+
+
 class _Reader:
     """Turns one field's raw value(s) into typed answers, raising FhirBuildError on a misfit."""
 
-    def __init__(self, base: str, missing: Sequence[Choice], tz: ZoneInfo, record: str):
-        self.base, self.missing, self.tz, self.record = base, missing, tz, record
+    def __init__(self, base: str, tz: ZoneInfo, record: str):
+        self.base, self.tz, self.record = base, tz, record
 
-    def answers(self, f: Field, row: Mapping[str, str]) -> list[dict[str, Any]]:
-        missing = () if has_tag(f, "@NOMISSING") else self.missing
-        if f.is_checkbox:
-            ticked = [c for c in f.choices if _value(row, checkbox_column(f.name, c.code)) == "1"]
-            out = [{"valueCoding": self._coding(f, c)} for c in ticked]
-            flagged = [m for m in missing if _value(row, checkbox_column(f.name, m.code)) == "1"]
-            return out + [{"valueCoding": self._missing(m)} for m in flagged]
-        raw = _value(row, f.name)
+    def answers(self, p: _FieldPlan, row: Mapping[str, str]) -> list[dict[str, Any]]:
+        if p.is_checkbox:
+            out = [{"valueCoding": self._coding(p, c)} for col, c in p.boxes
+                   if _value(row, col) == "1"]
+            return out + [{"valueCoding": self._missing(m)} for col, m in p.missing_boxes
+                          if _value(row, col) == "1"]
+        raw = row.get(p.name)
+        raw = raw.strip() if raw.__class__ is str else _value(row, p.name)  # _value, inlined
         if raw == "":
             return []
-        code = next((m for m in missing if m.code == raw), None)
+        code = p.missing.get(raw)
         if code is not None:
             return [{"valueCoding": self._missing(code)}]
-        return [self._typed(f, raw)]
+        return [self._typed(p, raw)]
 
     def _missing(self, code: Choice) -> dict[str, str]:
         return {"system": missing_code_system(self.base, code.code), "code": code.code,
                 "display": code.label or code.code}
 
-    def _coding(self, f: Field, choice: Choice) -> dict[str, str]:
-        return {"system": choice_system(self.base, f), "code": choice.code,
-                "display": choice.label or choice.code}
+    def _coding(self, p: _FieldPlan, choice: Choice) -> dict[str, str]:
+        return {"system": p.system, "code": choice.code, "display": choice.label or choice.code}
 
     def _fail(self, f: Field, raw: str, what: str) -> FhirBuildError:
         return FhirBuildError(self.record, f.name, f"value {raw!r} is not {what}")
 
-    def _typed(self, f: Field, raw: str) -> dict[str, Any]:
-        kind = item_type(f)
+    def _typed(self, p: _FieldPlan, raw: str) -> dict[str, Any]:
+        kind, f = p.kind, p.field
         if kind == "choice":
-            choice = next((c for c in f.choices if c.code == raw), None)
+            choice = p.choices.get(raw)
             if choice is None:
                 raise self._fail(f, raw, f"one of the codes {[c.code for c in f.choices]}")
-            return {"valueCoding": self._coding(f, choice)}
+            return {"valueCoding": self._coding(p, choice)}
         if kind == "integer":
             if not _INTEGER.match(raw.strip()):
                 raise self._fail(f, raw, "an integer")
@@ -152,6 +171,8 @@ class _Reader:
 
 def _value(row: Mapping[str, str], key: str) -> str:
     value = row.get(key)
+    if value.__class__ is str:  # the usual case: skip str()
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 
@@ -174,55 +195,92 @@ def _answer_value(answer: Mapping[str, Any]) -> tuple[str, Any]:
     return "", None
 
 
-def _matches(op: str, answers: list[dict[str, Any]], condition: Mapping[str, Any]) -> bool:
-    if op == "exists":
-        return bool(answers) == bool(condition.get("answerBoolean"))
-    kind, wanted = _answer_value(condition)
-    values = [v for k, v in map(_answer_value, answers) if k == kind or _numeric(k, kind)]
-    if op == "=":
-        return any(v == wanted for v in values)
-    if op == "!=":
-        return all(v != wanted for v in values)  # REDCap: a blank field is "<> '1'"
-    checks = {"<": lambda a: a < wanted, "<=": lambda a: a <= wanted,
-              ">": lambda a: a > wanted, ">=": lambda a: a >= wanted}
-    try:
-        return any(checks[op](v) for v in values)
-    except TypeError:
-        return False
+class _Condition:
+    """One enableWhen entry with its wanted answer unpacked once per questionnaire."""
+
+    def __init__(self, condition: Mapping[str, Any]):
+        self.question, self.op = condition["question"], condition["operator"]
+        self.exists = bool(condition.get("answerBoolean"))
+        self.kind, self.wanted = _answer_value(condition)
+
+    def holds(self, answered: list[tuple[str, Any]]) -> bool:
+        """`answered`: the question's answers as _answer_value pairs ([] when absent)."""
+        op, kind, wanted = self.op, self.kind, self.wanted
+        if op == "exists":
+            return bool(answered) == self.exists
+        values = [v for k, v in answered if k == kind or _numeric(k, kind)]
+        if op == "=":
+            return any(v == wanted for v in values)
+        if op == "!=":
+            return all(v != wanted for v in values)  # REDCap: a blank field is "<> '1'"
+        checks = {"<": lambda a: a < wanted, "<=": lambda a: a <= wanted,
+                  ">": lambda a: a > wanted, ">=": lambda a: a >= wanted}
+        try:
+            return any(checks[op](v) for v in values)
+        except TypeError:
+            return False
 
 
 def _numeric(a: str, b: str) -> bool:
     return {a, b} <= {"Integer", "Decimal"}
 
 
-def _enabled(
-    questionnaire: Mapping[str, Any], answers: dict[str, list[dict[str, Any]]]
-) -> set[str]:
-    """linkIds whose enableWhen holds; a disabled item's answers count as absent (fixpoint)."""
-    items = list(_walk(questionnaire.get("item", [])))
-    enabled = {i["linkId"] for i in items}
-    # Items without enableWhen always hold: only the conditional ones need evaluating.
-    conditional = [i for i in items if i.get("enableWhen")]
-    always = {i["linkId"] for i in items if not i.get("enableWhen")}
-    for _ in range(len(items) + 1):
-        visible = {k: (v if k in enabled else []) for k, v in answers.items()}
-        now = always | {i["linkId"] for i in conditional if _holds(i, visible)}
-        if now == enabled:
-            return enabled
-        enabled = now
-    return enabled
+class _Conditional:
+    """An item with an enableWhen: its linkId, conditions and any/all behaviour."""
 
+    def __init__(self, item: Mapping[str, Any]):
+        self.link = item["linkId"]
+        self.conditions = [_Condition(c) for c in item["enableWhen"]]
+        self.any = item.get("enableBehavior") == "any"
 
-def _holds(item: Mapping[str, Any], answers: Mapping[str, list[dict[str, Any]]]) -> bool:
-    conditions = item.get("enableWhen") or []
-    if not conditions:
-        return True
-    results = [_matches(c["operator"], list(answers.get(c["question"], [])), c)
-               for c in conditions]
-    return any(results) if item.get("enableBehavior") == "any" else all(results)
+    def holds(self, answered: Mapping[str, list[tuple[str, Any]]], enabled: set[str]) -> bool:
+        results = [c.holds(answered.get(c.question, []) if c.question in enabled else [])
+                   for c in self.conditions]
+        return any(results) if self.any else all(results)
 
 
 # --- the builder ----------------------------------------------------------------------------
+
+
+class ResponsePlan:
+    """What building a questionnaire's responses needs, worked out once for all of its rows:
+    the data items with their fields' lookups, and the enableWhen conditions unpacked."""
+
+    def __init__(self, questionnaire: Mapping[str, Any], dictionary: DataDictionary,
+                 missing_codes: Sequence[Choice] = ()):
+        self.questionnaire, self.dictionary = questionnaire, dictionary
+        self.missing_codes = tuple(missing_codes)
+        items = list(_walk(questionnaire.get("item", [])))
+        self.links = [i["linkId"] for i in items]
+        # Items without enableWhen always hold: only the conditional ones need evaluating.
+        self.conditional = [_Conditional(i) for i in items if i.get("enableWhen")]
+        self.always = {i["linkId"] for i in items if not i.get("enableWhen")}
+        self.questions = {c.question for i in self.conditional for c in i.conditions}
+        self.base = canonical_base_of(questionnaire)
+        self.tree = _response_tree(questionnaire.get("item", []))
+        self.fields = [(i["linkId"], _FieldPlan(dictionary.field(i["linkId"]), self.base,
+                                                self.missing_codes))
+                       for i in items if i["type"] not in ("group", "display")
+                       and dictionary.has_field(i["linkId"])]
+
+    def fits(self, questionnaire: Mapping[str, Any], dictionary: DataDictionary,
+             missing_codes: Sequence[Choice]) -> bool:
+        return (questionnaire is self.questionnaire and dictionary is self.dictionary
+                and tuple(missing_codes) == self.missing_codes)
+
+    def enabled(self, answers: Mapping[str, list[dict[str, Any]]]) -> set[str]:
+        """linkIds whose enableWhen holds; a disabled item's answers count as absent (fixpoint)."""
+        enabled = set(self.links)
+        if not self.conditional:
+            return enabled
+        answered = {q: list(map(_answer_value, answers[q]))
+                    for q in self.questions if q in answers}
+        for _ in range(len(self.links) + 1):
+            now = self.always | {i.link for i in self.conditional if i.holds(answered, enabled)}
+            if now == enabled:
+                return enabled
+            enabled = now
+        return enabled
 
 
 def build_questionnaire_response(
@@ -239,6 +297,7 @@ def build_questionnaire_response(
     missing_codes: Sequence[Choice] = (),
     timezone: str = "UTC",
     record: str | None = None,
+    plan: ResponsePlan | None = None,
 ) -> dict[str, Any]:
     """The QuestionnaireResponse of one (record, event, instance, form) raw export row.
 
@@ -246,19 +305,17 @@ def build_questionnaire_response(
     dateTime with a timezone (None when unknown: then omitted); `status` defaults to completed
     when `<form>_complete` is 2, else in-progress; `missing_codes` are the project's
     missing-data codes; `timezone` (IANA) is the REDCap server's, applied to datetime values;
-    `record` names the record in errors (default: the row's record id field).
+    `record` names the record in errors (default: the row's record id field); `plan`, the
+    ResponsePlan of this questionnaire, dictionary and missing codes, saves redoing it per row.
     """
     record = record or _value(raw_row, dictionary.record_id_field) or id
     if authored is not None and not _TZ.search(authored):
         raise FhirBuildError(record, f"{form}_complete", f"authored {authored!r} has no timezone")
-    base = canonical_base_of(questionnaire)
-    reader = _Reader(base, missing_codes, ZoneInfo(timezone), record)
-    answers: dict[str, list[dict[str, Any]]] = {}
-    for item in _walk(questionnaire.get("item", [])):
-        link = item["linkId"]
-        if item["type"] not in ("group", "display") and dictionary.has_field(link):
-            answers[link] = reader.answers(dictionary.field(link), raw_row)
-    enabled = _enabled(questionnaire, answers)
+    if plan is None or not plan.fits(questionnaire, dictionary, missing_codes):
+        plan = ResponsePlan(questionnaire, dictionary, missing_codes)
+    reader = _Reader(plan.base, ZoneInfo(timezone), record)
+    answers = {link: reader.answers(p, raw_row) for link, p in plan.fields}
+    enabled = plan.enabled(answers)
     for link in sorted(k for k, v in answers.items() if v and k not in enabled):
         logger.warning("record %s, form %s: %s has a value but its enableWhen hides it; omitted",
                        record, form, link)
@@ -274,7 +331,7 @@ def build_questionnaire_response(
         resource["encounter"] = {"reference": encounter_ref}
     if authored is not None:  # unknown (the form records no date): omitted, never guessed
         resource["authored"] = authored
-    items = _response_items(questionnaire.get("item", []), answers, enabled)
+    items = _response_items(plan.tree, answers, enabled)
     if items:
         resource["item"] = items
     return resource
@@ -284,24 +341,37 @@ def _status(row: Mapping[str, str], form: str) -> str:
     return "completed" if _value(row, f"{form}_complete") == "2" else "in-progress"
 
 
+# An item of the response tree: (linkId, its entry head {linkId, text}, children or None for a
+# data item). Display items never appear in a response, so the plan leaves them out.
+_Node = tuple[str, dict[str, Any], "list[_Node] | None"]
+
+
+def _response_tree(items: Sequence[Mapping[str, Any]]) -> list[_Node]:
+    out: list[_Node] = []
+    for item in items:
+        if item["type"] == "display":
+            continue
+        head: dict[str, Any] = {"linkId": item["linkId"]}
+        if item.get("text"):
+            head["text"] = item["text"]
+        children = _response_tree(item.get("item", [])) if item["type"] == "group" else None
+        out.append((item["linkId"], head, children))
+    return out
+
+
 def _response_items(
-    items: Sequence[Mapping[str, Any]], answers: Mapping[str, list[dict[str, Any]]],
-    enabled: set[str],
+    nodes: list[_Node], answers: Mapping[str, list[dict[str, Any]]], enabled: set[str],
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for item in items:
-        link = item["linkId"]
-        if link not in enabled or item["type"] == "display":
+    for link, head, children in nodes:
+        if link not in enabled:
             continue
-        entry: dict[str, Any] = {"linkId": link}
-        if item.get("text"):
-            entry["text"] = item["text"]
-        if item["type"] == "group":
-            children = _response_items(item.get("item", []), answers, enabled)
-            if children:
-                out.append({**entry, "item": children})
+        if children is not None:
+            kids = _response_items(children, answers, enabled)
+            if kids:
+                out.append({**head, "item": kids})
         elif answers.get(link):
-            out.append({**entry, "answer": answers[link]})
+            out.append({**head, "answer": answers[link]})
     return out
 
 

@@ -76,13 +76,17 @@ class RawSnapshot:
 
     def save(self, state_dir: Path) -> Path:
         rows = self.rows()
-        columns = list(dict.fromkeys(
-            self.columns + [key for row in rows for key in row])) or [self.record_id_field]
-        table = pa.table(
-            {c: pa.array([row.get(c, "") for row in rows], type=pa.string()) for c in columns}
-        )
+        columns = self._all_columns(rows) or [self.record_id_field]
+        table = pa.table({c: pa.array(values, type=pa.string())
+                          for c, values in _columns(rows, columns).items()})
         table = table.replace_schema_metadata({"record_id_field": self.record_id_field})
         return write_parquet_atomic(Path(state_dir) / SNAPSHOT_FILE, table)
+
+    def _all_columns(self, rows: list[dict[str, str]]) -> list[str]:
+        """`columns`, then any other key of the rows in first-seen order."""
+        if set().union(*rows) <= set(self.columns):  # the usual case: a set check, no scan
+            return list(dict.fromkeys(self.columns))
+        return list(dict.fromkeys(self.columns + [key for row in rows for key in row]))
 
     @classmethod
     def load(cls, state_dir: Path, record_id_field: str) -> RawSnapshot | None:
@@ -94,3 +98,15 @@ class RawSnapshot:
         # Batch by batch: the full rows of a whole project never exist at once.
         return cls.from_rows(record_id_field, (
             row for batch in table.to_batches(max_chunksize=2000) for row in batch.to_pylist()))
+
+
+def _columns(rows: list[dict[str, str]], columns: list[str]) -> dict[str, list[str]]:
+    """Column lists of compact rows, "" where a row lacks the key.
+
+    Filled row by row from the values present: ~90 % of cells are empty, so this touches a
+    tenth of the cells a per-column `row.get` over every row would."""
+    out = {c: [""] * len(rows) for c in columns}
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            out[key][i] = value
+    return out

@@ -170,13 +170,14 @@ class _Key:
     order: tuple
 
 
-def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, int]) -> _Key:
-    rid_field = meta.dictionary.record_id_field
+def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, int],
+             rid_field: str | None = None) -> _Key:
+    rid_field = rid_field or meta.dictionary.record_id_field
     record = str(row.get(rid_field) or "")
     if not record:
         raise RedcapError(f"a row has no value for the record id field {rid_field!r}")
     event = str(row.get(EVENT_KEY) or "") or None
-    if meta.is_longitudinal and event not in event_order:
+    if event_order and event not in event_order:  # event_order is empty unless longitudinal
         raise RedcapError(f"record {record!r}: unknown event {event!r}")
     instrument = str(row.get(REPEAT_INSTRUMENT_KEY) or "") or None
     instance_text = str(row.get(REPEAT_INSTANCE_KEY) or "")
@@ -316,23 +317,25 @@ class _FormBuilder:
             return
         raw = self.add_raw(f.name)
         missing = self.uses_missing(f)
-        typed: list[Any] = []
-        codes: list[str | None] = []
-        labels: list[str | None] = []
+        own_codes = self.missing if missing else frozenset()
+        choice_labels = _choice_labels(f) if kind == "choice" else {}
+        # Null unless parsed below: most cells are empty, they cost one check each.
+        typed: list[Any] = [None] * len(raw)
+        codes: list[str | None] = [None] * len(raw)
+        labels: list[str | None] = [None] * len(raw)
         for i, value in enumerate(raw):
-            code = value if missing and value in self.missing else None
-            codes.append(code)
-            if not value or code is not None:
-                typed.append(None)
-                labels.append(None)
+            if value in own_codes:
+                codes[i] = value
+            elif not value:
+                continue
             elif kind == "choice":
-                label = f.choice_label(value)
+                label = choice_labels.get(value)
                 if label is None:
                     self.issue(i, f.name, value, "dict.choice", "not one of the field's choices")
-                typed.append(value if label is not None else None)
-                labels.append(label)
+                typed[i] = value if label is not None else None
+                labels[i] = label
             else:
-                typed.append(self.parse(i, f, kind, value))
+                typed[i] = self.parse(i, f, kind, value)
         dtype = STRING_DTYPE if kind == "choice" else _SCALAR[kind][2]
         self.add(f.name, typed, dtype, field=f.name, label=f.label, kind=kind)
         if kind == "choice":
@@ -399,6 +402,14 @@ class _FormBuilder:
         raw = pd.DataFrame(self.raw)
         raw.attrs = {"instrument": self.form}
         return typed, raw
+
+
+def _choice_labels(f: Field) -> dict[str, str]:
+    """code -> label, the first choice winning (as Field.choice_label's scan)."""
+    out: dict[str, str] = {}
+    for c in f.choices:
+        out.setdefault(c.code, c.label)
+    return out
 
 
 # -- the whole project -------------------------------------------------------------------------
@@ -470,8 +481,9 @@ def tidy_instruments(
     wanted = set(meta.dictionary.forms if forms is None else forms)
     _check_names(meta)
     event_order = {name: i for i, name in enumerate(meta.event_arms)}
+    rid = meta.dictionary.record_id_field
     keyed = sorted(
-        ((_row_key(row, meta, event_order), row) for row in rows), key=lambda kr: kr[0].order
+        ((_row_key(row, meta, event_order, rid), row) for row in rows), key=lambda kr: kr[0].order
     )
     dags = _record_dags(keyed)
     result = TidyResult({}, {}, [])
@@ -488,7 +500,6 @@ def tidy_instruments(
         builder = _FormBuilder(form, meta, [row for _, row in chosen], keys, result.issues)
         if dags is not None:
             builder.add_dag([dags.get(k.record) for k in keys])
-        rid = meta.dictionary.record_id_field
         for f in meta.dictionary.form_fields(form):
             if f.name != rid:
                 builder.add_field(f)

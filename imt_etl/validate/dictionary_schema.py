@@ -253,12 +253,19 @@ def _cached_schemas(dictionary: DataDictionary, missing: tuple[Choice, ...]
 
 def check_columns(spec: InstrumentSchema, table: pd.DataFrame) -> None:
     """Raise SchemaMismatch unless the table has every expected column with its dtype."""
+    # The table's dtypes read once, not a Series built per column.
+    actual = dict(zip(table.columns, table.dtypes, strict=True))
     for name, dtype in spec.dtypes.items():
-        if name not in table.columns:
+        if name not in actual:
             raise SchemaMismatch(f"instrument {spec.form!r}: column {name!r} is missing")
-        if str(table[name].dtype) != str(pd.api.types.pandas_dtype(dtype)):
+        if str(actual[name]) != _dtype_name(dtype):
             raise SchemaMismatch(f"instrument {spec.form!r}: column {name!r} is "
-                                 f"{table[name].dtype}, the dictionary says {dtype}")
+                                 f"{actual[name]}, the dictionary says {dtype}")
+
+
+@lru_cache(maxsize=64)
+def _dtype_name(dtype: Any) -> str:
+    return str(pd.api.types.pandas_dtype(dtype))
 
 
 # -- running -----------------------------------------------------------------------------------

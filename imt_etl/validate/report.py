@@ -92,9 +92,12 @@ def quarantine_rows(result: ValidationResult) -> pd.DataFrame:
         mine = errors["instrument"] == form
         if not mine.any():
             continue
-        lookup = dict(zip(table_row_keys(raw), raw.drop(columns=list(ROW_KEY)).to_dict("records"),
-                          strict=True))
         keys = finding_row_keys(errors[mine])
+        # Only the rows an error points at: to_dict of whole raw tables was most of the report.
+        row_keys = table_row_keys(raw)
+        wanted = row_keys.isin(set(keys)).to_numpy()
+        lookup = dict(zip(row_keys[wanted],
+                          raw[wanted].drop(columns=list(ROW_KEY)).to_dict("records"), strict=True))
         rows[mine] = [orjson.dumps(lookup.get(k, {}), default=str).decode() for k in keys]
     errors["raw_row_json"] = rows
     return errors.reset_index(drop=True)
