@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,59 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + workers) / 1024
+
+
+class MemorySampler:
+    """Peak of this process's and its workers' proportional set size (PSS), read from
+    /proc/<pid>/smaps_rollup every `interval` s: resident memory with each shared page
+    counted once across the processes, which `peak_rss_mb` cannot do. Linux only (None
+    elsewhere); a spike shorter than the interval can be missed."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak_kib = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.available = Path(f"/proc/{os.getpid()}/smaps_rollup").exists()
+
+    def __enter__(self) -> MemorySampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, _pss_kib(os.getpid()) + sum(
+                _pss_kib(child) for child in _children(os.getpid())))
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return self.peak_kib / 1024 if self.available else None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in task.read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):  # the worker exited meanwhile
+        pass
+    return 0
 
 
 def measure(mode: str, url: str, token: str, out_dir: Path) -> dict:
@@ -51,8 +106,11 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING)
     mode, url, out_dir = argv
     token = sys.stdin.readline().strip()
-    result = measure(mode, url, token, Path(out_dir))
-    result["peak_rss_mb"] = peak_rss_mb()
+    with MemorySampler() as memory:
+        result = measure(mode, url, token, Path(out_dir))
+    # The figure compared with the target: shared pages once (PSS), else the upper bound.
+    result["peak_rss_upper_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = memory.peak_mb or result["peak_rss_upper_mb"]
     sys.stdout.write(json.dumps(result) + "\n")
 
 

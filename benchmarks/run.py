@@ -110,6 +110,8 @@ def summarise(result: dict) -> dict[str, float]:
         "baseline_s": statistics.median(base),
         "ratio": statistics.median(f / b for f, b in zip(full, base, strict=True)),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in result["full"]),
+        "peak_rss_upper_mb": max(r.get("peak_rss_upper_mb", r["peak_rss_mb"])
+                                 for r in result["full"]),
         "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in result["baseline"]),
         "emulator_rows_per_s": result["emulator"]["rows_per_s"],
     }

@@ -81,3 +81,28 @@ def test_too_big_projects_from_the_largest_size_done():
     done = [{"participants": 1000, "summary": {"peak_rss_mb": 1.0, "full_s": 60.0}}]
     assert run.too_big(10_000, done, runs=2, budget_min=30) is None  # 20 min projected
     assert "exceeds the 12 min budget" in run.too_big(10_000, done, runs=2, budget_min=12)
+
+
+@pytest.mark.skipif(not child.MemorySampler().available, reason="needs /proc smaps_rollup")
+def test_the_memory_sampler_counts_a_workers_pages():
+    import multiprocessing
+    import time
+
+    def hold(ready, release):
+        block = bytearray(300 * 1024 * 1024)  # written, so resident in the worker only
+        ready.set()
+        release.wait(5)
+        del block
+
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    with child.MemorySampler(interval=0.02) as memory:
+        time.sleep(0.1)
+        alone = memory.peak_mb
+        worker = context.Process(target=hold, args=(ready, release))
+        worker.start()
+        assert ready.wait(10)
+        time.sleep(0.2)
+        release.set()
+        worker.join()
+    assert memory.peak_mb - alone > 250
