@@ -40,8 +40,9 @@ dagster: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# 1,000 and 10,000 participants; ~20 min on 2 cores (benchmarks/RESULTS.md).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --budget-min 40
 
 clean:
 	rm -rf $(OUT) .pytest_cache audit-report.json

@@ -222,6 +222,8 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     summary.stages["fhir"] = {
         "resources": written.counts, "deletions": written.deletions,
         "bundles": len(manifest.bundles), "observations_amended": written.amended,
+        # Records whose resources were built this run; the others' came from the last run.
+        "records_built": len(changed), "records_reused": len(records) - len(changed),
         "unsupported_branching_logic": [
             {"field": u.field, "logic": u.logic, "reason": u.reason}
             for u in study.unsupported_logic
@@ -231,7 +233,7 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
 
 def fhir_run_key(meta: ProjectMeta, settings: OutputConfig, ctx, questionnaires,
                  columns: list) -> str:
-    """Everything besides a batch's own rows that its resources depend on (fhir.reuse)."""
+    """Everything besides a record's own rows that its resources depend on (fhir.reuse)."""
     from imt_etl.fhir.reuse import run_key
     from imt_etl.redcap.meta_store import meta_to_json
 

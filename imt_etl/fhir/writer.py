@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from imt_etl.io import atomic_writer, write_bytes_atomic
 log = logging.getLogger(__name__)
 
 _BUNDLE_TAIL = b'],"resourceType":"Bundle","type":"transaction"}\n'
+_UUID_BYTES = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,20 @@ def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
              deletions: list[tuple[str, str]], base: str | None) -> Iterator[tuple[bytes, bool]]:
     """Bundle entries as JSON bytes (keys sorted, as `ndjson.dumps` would write them)."""
     for rtype in types:
+        # Most ids are canonical uuids: their entry head is plain bytes (nothing to escape, and
+        # the fullUrl is urn:uuid:<id>, as full_url gives); any other id takes the general path.
+        uuid_head = b'{"fullUrl":"urn:uuid:'
+        url_head = b'","request":{"method":"PUT","url":"' + rtype.encode() + b"/"
         with open(fhir_dir / f"{rtype}.ndjson", "rb") as lines, open(id_files[rtype], "rb") as ids:
             for rid_line, line in zip(ids, lines, strict=True):
-                rid = rid_line[:-1].decode()
-                yield (b'{"fullUrl":' + orjson.dumps(full_url(rtype, rid, base))
-                       + b',"request":{"method":"PUT","url":' + orjson.dumps(f"{rtype}/{rid}")
+                rid = rid_line[:-1]
+                if base is None and _UUID_BYTES.fullmatch(rid):
+                    yield (uuid_head + rid + url_head + rid + b'"},"resource":' + line[:-1]
+                           + b"}"), True
+                    continue
+                text = rid.decode()
+                yield (b'{"fullUrl":' + orjson.dumps(full_url(rtype, text, base))
+                       + b',"request":{"method":"PUT","url":' + orjson.dumps(f"{rtype}/{text}")
                        + b'},"resource":' + line[:-1] + b"}"), True
     for rtype, rid in deletions:
         yield (b'{"request":{"method":"DELETE","url":' + orjson.dumps(f"{rtype}/{rid}")

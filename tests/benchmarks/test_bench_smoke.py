@@ -106,3 +106,11 @@ def test_the_memory_sampler_counts_a_workers_pages():
         release.set()
         worker.join()
     assert memory.peak_mb - alone > 250
+
+
+def test_the_profile_script_profiles_a_run(tmp_path, capsys):
+    from benchmarks import profile
+
+    profile.main(["2", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "'fhir':" in printed and "build_outputs" in printed

@@ -88,8 +88,10 @@ def test_only_the_changed_record_is_built_and_the_files_equal_a_fresh_build(
     out = tmp_path / "incremental"
     _run(first, out)
     builds = Builds(monkeypatch)
-    _run(second, out)
+    summary = _run(second, out)
     assert builds.records == ["003"]
+    assert summary.stages["fhir"]["records_built"] == 1
+    assert summary.stages["fhir"]["records_reused"] == 11
 
     fresh = tmp_path / "fresh"  # nothing to reuse: every record built, by two processes
     _run(second, fresh, workers=2)
