@@ -150,12 +150,12 @@ class PreviousFhir:
         try:
             recorded = json.loads(stamps_file.read_text())
             if recorded.get("key") != key:
-                log.info("FHIR: study configuration, code or date changed: every batch is built")
+                log.info("FHIR: study configuration, code or date changed: every record is built")
                 return None
             for rtype, identity in recorded["files"].items():
                 if list(vars(FileIdentity.of(Path(fhir_dir) / f"{rtype}.ndjson")).values()) \
                         != identity:
-                    log.info("FHIR: %s.ndjson is not the last successful run's: every batch "
+                    log.info("FHIR: %s.ndjson is not the last successful run's: every record "
                              "is built", rtype)
                     return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
