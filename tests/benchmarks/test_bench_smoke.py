@@ -114,3 +114,14 @@ def test_the_profile_script_profiles_a_run(tmp_path, capsys):
     profile.main(["2", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert "'fhir':" in printed and "build_outputs" in printed
+
+
+def test_the_output_digest_is_stable_and_sees_a_changed_byte(tmp_path):
+    from benchmarks import digest
+
+    first = digest.digest_runs(3, tmp_path / "a", runner=in_process)
+    second = digest.digest_runs(3, tmp_path / "b", runner=in_process)
+    assert len(first["full"]) > 20 and first["full"] != first["incremental"]
+    assert digest.differences(second, first) == []
+    second["full"]["fhir/Patient.ndjson"] = "0" * 64
+    assert digest.differences(second, first) == ["full: fhir/Patient.ndjson"]
