@@ -25,8 +25,8 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import dropwhile, takewhile
+from functools import cached_property, lru_cache
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -163,26 +163,37 @@ class PreviousFhir:
         return cls(fhir_dir, ids_file, list(recorded["files"]))
 
     def fingerprints(self) -> set[bytes]:
+        """The record fingerprints the last run listed (study-level resources have none)."""
+        return self._index[0]
+
+    @cached_property
+    def _index(self) -> tuple[set[bytes], dict[bytes, int]]:
+        """One pass over the ids file: its fingerprints, and where each type's ids start."""
         tags: set[bytes] = set()
+        starts: dict[bytes, int] = {}
+        offset = 0
         with self.ids_file.open("rb") as lines:
             for line in lines:
                 parts = line.rstrip(b"\n").split(b"\t")
+                starts.setdefault(parts[0], offset)
+                offset += len(line)
                 if len(parts) == 3:
                     tags.add(parts[2])
-        tags.discard(NO_TAG)  # study-level resources are built every run
-        return tags
+        tags.discard(NO_TAG)
+        return tags, starts
 
     def lines(self, rtype: str, keep: set[bytes]) -> Iterator[tuple[bytes, bytes, bytes]]:
         """(id, fingerprint, line) of the type's resources whose fingerprint is in `keep`, in id
         order: the ids file lists each type's ids in the order of its NDJSON lines."""
         if rtype not in self.types or not keep:
             return
+        start = self._index[1].get(rtype.encode(), 0)
         prefix = rtype.encode() + b"\t"
         with self.ids_file.open("rb") as ids, \
                 (self.fhir_dir / f"{rtype}.ndjson").open("rb") as ndjson:
-            # Types are contiguous (bundle order): skip to this one, stop after it.
-            mine = takewhile(lambda line: line.startswith(prefix),
-                             dropwhile(lambda line: not line.startswith(prefix), ids))
+            # Types are contiguous (bundle order): start at this one, stop after it.
+            ids.seek(start)
+            mine = takewhile(lambda line: line.startswith(prefix), ids)
             for id_line, line in zip(mine, ndjson, strict=True):
                 _, rid, tag = id_line.rstrip(b"\n").split(b"\t")
                 if tag in keep:

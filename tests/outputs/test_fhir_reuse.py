@@ -4,7 +4,6 @@ bytes as building everything; anything doubtful (other key, files changed) rebui
 from __future__ import annotations
 
 import copy
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,22 +15,12 @@ from imt_etl import last_success
 from imt_etl.config import OutputConfig
 from imt_etl.fhir import export
 from imt_etl.fhir.reuse import record_fingerprints
-from imt_etl.outputs import load_study_config, measurement_table, write_fhir
-from imt_etl.redcap.emulator_store import ProjectStore, export_records
-from imt_etl.redcap.tidy import ProjectMeta, tidy_instruments
+from imt_etl.outputs import measurement_table, write_fhir
 from imt_etl.summary import RunSummary
-from imt_etl.validate.run import validate_project
+from tests.outputs.fhir_helpers import file_bytes, validated
 
 RUN_TIME = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 KEY = b"reuse-test-pseudonym-key-0000001"
-
-
-def _validated(project):
-    rows = json.loads(export_records(ProjectStore(project),
-                                     {"content": "record", "format": "json"}).body)
-    meta = ProjectMeta.from_definition(project)
-    study = load_study_config("imt", meta)
-    return validate_project(tidy_instruments(rows, meta), meta, study.rules), meta, study.mapping
 
 
 def _edited(project, record: str):
@@ -56,9 +45,9 @@ class Builds:
         monkeypatch.setattr(export, "record_fhir", counting)
 
 
-def _run(validated, out: Path, key: bytes = KEY, workers: int = 1) -> RunSummary:
+def _run(inputs, out: Path, key: bytes = KEY, workers: int = 1) -> RunSummary:
     """write_fhir and record_success; one process unless `workers` (Builds counts only here)."""
-    result, meta, mapping = validated
+    result, meta, mapping = inputs
     summary = RunSummary(project="p", study="imt", mode="full", started_at="")
     write_fhir(result, meta, mapping, OutputConfig(out_dir=out, pseudonym_key=key,
                                                    workers=workers, fhir_batch_records=4),
@@ -68,19 +57,17 @@ def _run(validated, out: Path, key: bytes = KEY, workers: int = 1) -> RunSummary
 
 
 def _fhir_files(out: Path) -> dict[str, bytes]:
-    folder = out / "fhir"
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return file_bytes(out / "fhir")
 
 
 @pytest.fixture(scope="module")
 def first(small_project):
-    return _validated(small_project)
+    return validated(small_project)
 
 
 @pytest.fixture(scope="module")
 def second(small_project):
-    return _validated(_edited(small_project, "003"))
+    return validated(_edited(small_project, "003"))
 
 
 def test_only_the_changed_record_is_built_and_the_files_equal_a_fresh_build(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,51 +9,40 @@ import pytest
 
 from imt_etl.batchpool import can_fork
 from imt_etl.config import OutputConfig
-from imt_etl.outputs import fhir_alongside, load_study_config, measurement_table, write_fhir
-from imt_etl.redcap.emulator_store import ProjectStore, export_records
-from imt_etl.redcap.tidy import ProjectMeta, tidy_instruments
+from imt_etl.outputs import fhir_alongside, measurement_table, write_fhir
 from imt_etl.summary import RunSummary
-from imt_etl.validate.run import validate_project
+from tests.outputs.fhir_helpers import file_bytes, validated
 
 RUN_TIME = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 KEY = b"parallel-test-pseudonym-key-0001"
 
 
 @pytest.fixture(scope="module")
-def validated(small_project):
-    rows = json.loads(export_records(ProjectStore(small_project),
-                                     {"content": "record", "format": "json"}).body)
-    meta = ProjectMeta.from_definition(small_project)
-    study = load_study_config("imt", meta)
-    return validate_project(tidy_instruments(rows, meta), meta, study.rules), meta, study.mapping
+def small(small_project):
+    return validated(small_project)
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _write(validated, out: Path, **config) -> tuple[dict[str, bytes], RunSummary]:
-    result, meta, mapping = validated
+def _write(project, out: Path, **config) -> tuple[dict[str, bytes], RunSummary]:
+    result, meta, mapping = project
     summary = RunSummary(project="p", study="imt", mode="full", started_at="")
     write_fhir(result, meta, mapping, OutputConfig(out_dir=out, pseudonym_key=KEY, **config),
                summary, RUN_TIME, measurement_table(result, meta, mapping))
-    return _files(out / "fhir"), summary
+    return file_bytes(out / "fhir"), summary
 
 
 @pytest.mark.skipif(not can_fork(), reason="workers fork only on Linux")
-def test_workers_and_small_batches_give_the_same_bytes(validated, tmp_path):
-    one, one_summary = _write(validated, tmp_path / "one")  # one process, one batch of 50
+def test_workers_and_small_batches_give_the_same_bytes(small, tmp_path):
+    one, one_summary = _write(small, tmp_path / "one")  # one process, one batch of 50
     # 12 records in batches of 2: six batches shared by the caller and two workers.
-    many, many_summary = _write(validated, tmp_path / "many", workers=3, fhir_batch_records=2)
+    many, many_summary = _write(small, tmp_path / "many", workers=3, fhir_batch_records=2)
     assert one.keys() == many.keys() and len(one) > 10
     assert [name for name in one if one[name] != many[name]] == []
     assert one_summary.stages["fhir"] == many_summary.stages["fhir"]
     assert sum(one_summary.stages["fhir"]["resources"].values()) > 1000
 
 
-def test_the_callers_failure_alongside_leaves_no_fhir_files(validated, tmp_path):
-    result, meta, mapping = validated
+def test_the_callers_failure_alongside_leaves_no_fhir_files(small, tmp_path):
+    result, meta, mapping = small
     summary = RunSummary(project="p", study="imt", mode="full", started_at="")
     config = OutputConfig(out_dir=tmp_path, pseudonym_key=KEY, workers=2, fhir_batch_records=3)
     with pytest.raises(RuntimeError, match="tables failed"), \
