@@ -9,6 +9,9 @@ Workers only compute and write their own scratch files; their (small) results co
 a pipe. An exception in a worker is raised again in the caller with the same type and message; a
 worker that dies (killed, out of memory) fails the run with a clear error, never a silent gap.
 Where fork is unsafe or missing (macOS, Windows) or `workers` is 1, the caller does every batch.
+
+With `caller_helps=False` the caller only collects: one batch and two workers run `work(0)` in a
+forked process while the caller does something else entirely (the FHIR write beside the tables).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
 from imt_etl.errors import ImtEtlError
+from imt_etl.faultpoints import also_kill
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,13 @@ class BatchPool(Generic[T]):
             results = pool.results()                    # the caller helps, then collects
     """
 
-    def __init__(self, total: int, work: Callable[[int], T], workers: int, *, name: str = "batch"):
+    def __init__(self, total: int, work: Callable[[int], T], workers: int, *, name: str = "batch",
+                 caller_helps: bool = True):
         self.total, self.work, self.name = total, work, name
-        self.forked = max(0, min(workers, total) - 1) if can_fork() else 0
+        # A caller that does not help leaves every batch to the workers: one more of them.
+        limit = total if caller_helps else total + 1
+        self.forked = max(0, min(workers, limit) - 1) if can_fork() else 0
+        self.caller_helps = caller_helps or not self.forked
         self._results: dict[int, T] = {}
         self._pipes: dict[Connection, Any] = {}  # read end -> its process
         self._next: Any = None
@@ -92,6 +100,7 @@ class BatchPool(Generic[T]):
     def _serve(self, pipe: Connection, parent: int) -> None:
         """A worker's life: claim, work, report, until no batch is left or one fails."""
         _die_with_parent(parent)
+        also_kill(parent)  # a crash-test kill point reached here takes the whole run down
         gc.freeze()  # the inherited tables are never collected here: don't copy their pages
         n = -1
         try:
@@ -103,9 +112,10 @@ class BatchPool(Generic[T]):
             pipe.close()
 
     def results(self) -> list[T]:
-        """Do unclaimed batches here, collect the workers' and return all in batch order."""
+        """Do unclaimed batches here (unless `caller_helps` is False), collect the workers' and
+        return all in batch order."""
         try:
-            while (n := self._claim()) < self.total:
+            while self.caller_helps and (n := self._claim()) < self.total:
                 self._results[n] = self.work(n)
                 self._drain(timeout=0)
             while self._pipes and any(not r.closed for r in self._pipes):

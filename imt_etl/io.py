@@ -47,7 +47,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        maybe_crash("atomic-write")  # crash-safety test hook: complete temp file, no rename yet
+        maybe_crash("atomic-write", path)  # crash-safety test hook: temp complete, no rename yet
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -67,7 +67,7 @@ def atomic_writer(path: Path) -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        maybe_crash("atomic-write")  # same hook (and count) as every other atomic write
+        maybe_crash("atomic-write", path)  # same hook (and count) as every other atomic write
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -47,6 +47,16 @@ def pending_fhir_ids(out_dir: Path) -> Path:
     return path
 
 
+def discard_pending(out_dir: Path) -> list[Path]:
+    """Remove what a killed run's FHIR writer left for a success that never came: the next
+    `record_success` must only ever promote its own run's ids (called under the lock)."""
+    gone = [p for p in (folder(out_dir) / PENDING_FHIR_IDS, folder(out_dir) / reuse.PENDING_STAMPS)
+            if p.exists()]
+    for path in gone:
+        path.unlink()
+    return gone
+
+
 def previous_fhir_id_stream(out_dir: Path) -> Iterator[tuple[str, str]]:
     """(type, id) written by the last successful run, in bundle order (nothing before the
     first run)."""

@@ -145,9 +145,10 @@ def write_fhir(result: ValidationResult, meta: ProjectMeta, mapping: StudyMappin
 def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMapping,
                    settings: OutputConfig, summary: RunSummary, run_time: datetime,
                    rows: pd.DataFrame | None = None) -> Iterator[None]:
-    """`write_fhir` around the caller's own work: the record batches are built by
-    `settings.workers - 1` forked workers while the body of the `with` runs, then the caller
-    builds what is left, and merges everything into NDJSON and bundles.
+    """`write_fhir` around the caller's own work: the record batches are built by the caller
+    and `settings.workers - 1` forked workers, then one forked process merges them into NDJSON
+    and bundles while the body of the `with` runs (with `settings.workers` 1, or where fork is
+    unavailable, the caller merges after the body).
 
     Built and serialised a batch of `settings.fhir_batch_records` records at a time
     (imt_etl.fhir.spool): memory holds one batch's resources per process, never the study's.
@@ -166,7 +167,7 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     )
     from imt_etl.fhir.spool import Spool
     from imt_etl.fhir.study import record_ids
-    from imt_etl.fhir.writer import write_spooled
+    from imt_etl.fhir.writer import SpooledWrite, write_spooled
     from imt_etl.tables.build import default_config
 
     out_dir = Path(settings.out_dir)
@@ -200,20 +201,29 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
                                     f"b{n:06d}", tag_of)
 
         with BatchPool(len(batches), build, settings.workers, name="FHIR build") as pool:
-            yield
             for runs in pool.results():
                 spool.adopt(runs)
         batches.clear()  # the split frames are no longer needed
-        ids = spool.folder / "fhir-ids.txt"
-        written = write_spooled(
-            spool, folder, bundle_size=settings.bundle_size,
-            previous_ids=last_success.previous_fhir_id_stream(out_dir), ids_out=ids,
-            reuse=previous, reused=reused,
-        )
-        write_pending_stamps(last_success.pending_fhir_files(out_dir), key, folder,
-                             written.counts)
-        # Complete and fsynced: handed to last_success.record_success in one rename.
-        os.replace(ids, last_success.pending_fhir_ids(out_dir))
+
+        def write(_: int) -> SpooledWrite:
+            ids = spool.folder / "fhir-ids.txt"
+            written = write_spooled(
+                spool, folder, bundle_size=settings.bundle_size,
+                previous_ids=last_success.previous_fhir_id_stream(out_dir), ids_out=ids,
+                reuse=previous, reused=reused,
+            )
+            write_pending_stamps(last_success.pending_fhir_files(out_dir), key, folder,
+                                 written.counts)
+            # Complete and fsynced: handed to last_success.record_success in one rename.
+            os.replace(ids, last_success.pending_fhir_ids(out_dir))
+            return written
+
+        # The merge into NDJSON and bundles is one sequential pass: a forked process does it
+        # while the caller's body (the analysis tables) runs; in the caller when not forking.
+        with BatchPool(1, write, settings.workers, name="FHIR write",
+                       caller_helps=False) as writer:
+            yield
+            written = writer.results()[0]
     manifest = written.manifest
     summary.files_written.extend(
         [f"fhir/{kind}.ndjson" for kind in written.counts]
@@ -289,8 +299,9 @@ def build_outputs(tidy: TidyResult, meta: ProjectMeta, settings: OutputConfig, s
     clock = time.perf_counter()
     rows = measurement_table(result, meta, study.mapping)
     tables_s = time.perf_counter() - clock
-    # The FHIR workers build while this process writes the tables (settings.workers); "fhir"
-    # is then the time FHIR took beyond the tables: set-up, the rest of the build, the merge.
+    # FHIR is built first (settings.workers processes), then merged into files by a forked
+    # process while this one writes the tables; "fhir" is the FHIR time beyond the tables:
+    # set-up, build, and whatever of the merge outlasts the tables.
     clock = time.perf_counter()
     with fhir_alongside(result, meta, study.mapping, settings, summary, run_time, rows):
         fhir_s = time.perf_counter() - clock

@@ -163,6 +163,8 @@ def run(
     stale = remove_stale_temp_files(out_dir)  # left by a killed run; we hold the lock
     if stale:
         log.info("removed %d temp file(s) left by an interrupted run", len(stale))
+    if last_success.discard_pending(out_dir):
+        log.info("removed the FHIR id list of an interrupted run")
     started = now or settings.run_time or datetime.now(UTC)
     summary = RunSummary(
         project=settings.project_name, study=settings.study,

@@ -40,6 +40,40 @@ def test_forked_workers_share_the_batches_and_results_come_in_batch_order():
 
 
 @needs_fork
+@needs_fork
+def test_a_caller_that_does_not_help_gets_one_forked_process_for_the_work():
+    with BatchPool(1, _slow_square, workers=2, caller_helps=False) as pool:
+        assert pool.forked == 1
+        results = pool.results()
+    assert results[0][0] == 0 and results[0][1] != CALLER  # done aside, never by the caller
+
+
+def test_without_a_second_worker_the_caller_does_the_work_aside_itself():
+    with BatchPool(1, _slow_square, workers=1, caller_helps=False) as pool:
+        assert pool.forked == 0
+        assert pool.results() == [(0, CALLER)]
+
+
+@needs_fork
+def test_a_kill_point_in_a_worker_kills_the_run_too(tmp_path, monkeypatch):
+    """Crash tests kill a run where a forked process writes (imt_etl.faultpoints.also_kill)."""
+    from multiprocessing import get_context
+
+    from imt_etl.io import write_bytes_atomic
+
+    def run() -> None:  # a "run" whose only output is written by a worker
+        with BatchPool(1, lambda _: write_bytes_atomic(tmp_path / "fhir" / "a.json", b"{}"),
+                       workers=2, caller_helps=False) as pool:
+            pool.results()
+
+    monkeypatch.setenv("IMT_ETL_TEST_CRASH_AT", "atomic-write/fhir:1")
+    process = get_context("fork").Process(target=run)
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == -signal.SIGKILL  # the run died as if killed, not of an error
+    assert not (tmp_path / "fhir" / "a.json").exists()
+
+
 def test_never_more_workers_than_batches():
     with BatchPool(2, _slow_square, workers=8) as pool:
         assert pool.forked == 1

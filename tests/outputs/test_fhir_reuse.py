@@ -126,6 +126,19 @@ def test_a_crash_before_success_is_recorded_rebuilds_everything(first, second, t
     assert len(builds.records) == 12
 
 
+def test_a_killed_runs_pending_lists_are_removed_by_the_next_run(first, second, tmp_path):
+    out = tmp_path / "out"
+    _run(first, out)
+    result, meta, mapping = second  # a run writes new files, then dies before record_success
+    write_fhir(result, meta, mapping, OutputConfig(out_dir=out, pseudonym_key=KEY), RunSummary(
+        project="p", study="imt", mode="full", started_at=""), RUN_TIME)
+    pending = [last_success.pending_fhir_ids(out), last_success.pending_fhir_files(out)]
+    assert all(p.exists() for p in pending)
+    # The next run starts by removing them: its record_success must promote its own lists only.
+    assert sorted(last_success.discard_pending(out)) == sorted(pending)
+    assert not any(p.exists() for p in pending) and last_success.discard_pending(out) == []
+
+
 def test_fingerprints_follow_each_records_rows_only():
     frame = pd.DataFrame({"record_id": ["1", "2", "1", "3"], "v": [1.0, 2.0, 3.0, 4.0]})
     before = record_fingerprints("k", [("t", frame)], ["1", "2", "3"])
