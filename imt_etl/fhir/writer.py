@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,23 +121,31 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
     infos: list[BundleInfo] = []
     pending: list[bytes] = []
     puts = 0
+    # One thread writes, fsyncs and renames each bundle (system calls that release the GIL)
+    # while this one assembles the next: still one file at a time, in order, and at most two
+    # bundles in memory.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-writer") as disk:
+        writing: Future[BundleInfo] | None = None
 
-    def flush() -> None:
-        data = b'{"entry":[' + b",".join(pending) + _BUNDLE_TAIL
-        name = f"bundle-{len(infos) + 1:04d}.json"
-        write_bytes_atomic(out_dir / name, data)
-        deletes = len(pending) - puts
-        infos.append(BundleInfo(name, len(pending), puts, deletes, _sha256(data)))
-        pending.clear()
+        def flush() -> None:
+            nonlocal writing
+            name = f"bundle-{len(infos) + (writing is not None) + 1:04d}.json"
+            job = disk.submit(_write_bundle, out_dir / name, list(pending), puts)
+            if writing is not None:
+                infos.append(writing.result())
+            writing = job
+            pending.clear()
 
-    for entry, is_put in _entries(types, fhir_dir, id_files, deletions, base):
-        pending.append(entry)
-        puts += is_put
-        if len(pending) == bundle_size:
+        for entry, is_put in _entries(types, fhir_dir, id_files, deletions, base):
+            pending.append(entry)
+            puts += is_put
+            if len(pending) == bundle_size:
+                flush()
+                puts = 0
+        if pending:
             flush()
-            puts = 0
-    if pending:
-        flush()
+        if writing is not None:
+            infos.append(writing.result())
     _remove_stale(out_dir, {i.file for i in infos})
     deleted: dict[str, int] = {}
     for rtype, _ in deletions:
@@ -149,6 +158,12 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
     )
     write_bytes_atomic(out_dir / MANIFEST, manifest_bytes(manifest, bundle_size))
     return manifest
+
+
+def _write_bundle(path: Path, entries: list[bytes], puts: int) -> BundleInfo:
+    data = b'{"entry":[' + b",".join(entries) + _BUNDLE_TAIL
+    write_bytes_atomic(path, data)
+    return BundleInfo(path.name, len(entries), puts, len(entries) - puts, _sha256(data))
 
 
 def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
