@@ -37,6 +37,8 @@ class MemorySampler:
 
     def __init__(self, interval: float = 0.1):
         self.interval, self.peak_kib = interval, 0
+        self.phase = "start"  # set by `mark_phases`: the peak of each phase is kept too
+        self.phase_peaks_kib: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = Path(f"/proc/{os.getpid()}/smaps_rollup").exists()
@@ -53,8 +55,10 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, _pss_kib(os.getpid()) + sum(
-                _pss_kib(child) for child in _children(os.getpid())))
+            now = _pss_kib(os.getpid()) + sum(_pss_kib(c) for c in _children(os.getpid()))
+            self.peak_kib = max(self.peak_kib, now)
+            phase = self.phase
+            self.phase_peaks_kib[phase] = max(self.phase_peaks_kib.get(phase, 0), now)
             self._stop.wait(self.interval)
 
     @property
@@ -82,15 +86,50 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def measure(mode: str, url: str, token: str, out_dir: Path) -> dict:
+def mark_phases(memory: MemorySampler) -> None:
+    """Name the pipeline's phases for the sampler, by wrapping the functions that start them
+    (benchmark-only instrumentation: the run itself is unchanged)."""
+    from imt_etl import outputs, pipeline
+
+    def starts(module, name: str, phase: str, after: str | None = None) -> None:
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            memory.phase = phase
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if after:
+                    memory.phase = after
+
+        setattr(module, name, wrapper)
+
+    starts(pipeline, "extract", "extract")
+    starts(pipeline, "tidy", "tidy")
+    starts(outputs, "validate_and_report", "validate")
+    # FHIR set-up and build follow the measurement table; the FHIR files are merged by a
+    # forked process during the analysis tables and after them.
+    starts(outputs, "measurement_table", "measurement table", after="FHIR build")
+    starts(outputs, "write_analysis", "analysis tables + FHIR merge", after="FHIR merge")
+
+
+def measure(mode: str, url: str, token: str, out_dir: Path,
+            memory: MemorySampler | None = None) -> dict:
     if mode in ("full", "incremental"):
         from imt_etl import pipeline
 
+        if memory is not None:
+            mark_phases(memory)
+
         started = time.perf_counter()
         summary = pipeline.run(settings(url, token, out_dir), incremental=mode == "incremental")
-        return {"seconds": time.perf_counter() - started, "mode": summary.mode,
-                "records": summary.records, "records_changed": summary.records_changed,
-                "durations": summary.durations_s}
+        got = {"seconds": time.perf_counter() - started, "mode": summary.mode,
+               "records": summary.records, "records_changed": summary.records_changed,
+               "durations": summary.durations_s}
+        if memory is not None and memory.available:
+            got["peak_pss_mb_by_phase"] = {k: round(v / 1024) for k, v in
+                                           memory.phase_peaks_kib.items()}
+        return got
     if mode == "baseline":
         from benchmarks.baseline import export_to_parquet
 
@@ -107,7 +146,7 @@ def main(argv: list[str]) -> None:
     mode, url, out_dir = argv
     token = sys.stdin.readline().strip()
     with MemorySampler() as memory:
-        result = measure(mode, url, token, Path(out_dir))
+        result = measure(mode, url, token, Path(out_dir), memory)
     # The figure compared with the target: shared pages once (PSS), else the upper bound.
     result["peak_rss_upper_mb"] = peak_rss_mb()
     result["peak_rss_mb"] = memory.peak_mb or result["peak_rss_upper_mb"]

@@ -157,7 +157,7 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
     """
     from imt_etl.batchpool import BatchPool
     from imt_etl.fhir.context import FhirContext, patient_ref
-    from imt_etl.fhir.export import record_batches, record_fhir, study_fhir
+    from imt_etl.fhir.export import RecordBatches, record_fhir, study_fhir
     from imt_etl.fhir.reuse import (
         PreviousFhir,
         columns_digest,
@@ -190,9 +190,9 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
             log.info("FHIR: %d of %d records unchanged since the last run: their resources "
                      "are reused", len(records) - len(changed), len(records))
         tag_of = tagger({patient_ref(ctx, r): prints[r] for r in changed})
-        # Cut before the workers fork, so that each of them only picks its batch's frames.
+        # Row positions found before the workers fork; each process cuts the batches it builds.
         batch_of = {r: i // settings.fhir_batch_records for i, r in enumerate(changed)}
-        batches = list(record_batches(result.valid, result.raw, batch_of, rows))
+        batches = RecordBatches(result.valid, result.raw, batch_of, rows)
 
         def build(n: int) -> dict[str, tuple[Path, int]]:
             valid, raw, table = batches[n]
@@ -203,7 +203,6 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
         with BatchPool(len(batches), build, settings.workers, name="FHIR build") as pool:
             for runs in pool.results():
                 spool.adopt(runs)
-        batches.clear()  # the split frames are no longer needed
 
         def write(_: int) -> SpooledWrite:
             ids = spool.folder / "fhir-ids.txt"

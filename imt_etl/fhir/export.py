@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from imt_etl.config import MAPPINGS_ROOT
@@ -118,27 +119,60 @@ def record_batches(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataF
     """(valid, raw, measurement table) cut into batches of `batch_records` records of `valid`
     in record order, or by a given record -> batch number (0, 1, ...; imt_etl.fhir.reuse);
     every batch has every table (empty where it has no rows)."""
-    if isinstance(batch_records, int):
-        records = record_ids(valid)
-        batch_of = {r: i // batch_records for i, r in enumerate(records)}
-    else:
-        batch_of = dict(batch_records)
-    frames = {("valid", k): v for k, v in valid.items()}
-    frames.update({("raw", k): v for k, v in raw.items()})
-    if table is not None:
-        frames[("table", "")] = table
-    parts = {key: _split(frame, batch_of) for key, frame in frames.items()}
-    for n in range(max(batch_of.values(), default=-1) + 1):
-        cut = {key: parts[key].get(n, frame.iloc[:0]) for key, frame in frames.items()}
-        yield ({k: v for (kind, k), v in cut.items() if kind == "valid"},
-               {k: v for (kind, k), v in cut.items() if kind == "raw"},
-               cut.get(("table", "")))
+    batches = RecordBatches(valid, raw, batch_records, table)
+    return (batches[n] for n in range(len(batches)))
 
 
-def _split(frame: pd.DataFrame, batch_of: Mapping[str, int]) -> dict[int, pd.DataFrame]:
-    # Rows of records outside `batch_of` (raw rows of quarantined records) map to NaN: dropped.
-    numbers = frame["record_id"].astype(str).map(batch_of).to_numpy()
-    return {int(n): part for n, part in frame.groupby(numbers, sort=False)}
+class RecordBatches:
+    """The tables of each batch of records, cut only when asked for: `batches[n]`.
+
+    Only the row positions of each batch are computed up front, so that forked workers cut
+    their own batches (in parallel, and freed after each) instead of the caller holding a
+    second, split copy of every table.
+    """
+
+    def __init__(self, valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
+                 batch_records: int | Mapping[str, int], table: pd.DataFrame | None = None):
+        if isinstance(batch_records, int):
+            records = record_ids(valid)
+            batch_of = {r: i // batch_records for i, r in enumerate(records)}
+        else:
+            batch_of = dict(batch_records)
+        self._frames = {("valid", k): v for k, v in valid.items()}
+        self._frames.update({("raw", k): v for k, v in raw.items()})
+        if table is not None:
+            self._frames[("table", "")] = table
+        self._positions = {key: _positions(frame, batch_of) for key, frame in self._frames.items()}
+        self._count = max(batch_of.values(), default=-1) + 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, n: int) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame],
+                                           pd.DataFrame | None]:
+        if not 0 <= n < self._count:
+            raise IndexError(n)
+        cut = {key: frame.take(self._positions[key].get(n, _NO_ROWS))
+               for key, frame in self._frames.items()}
+        return ({k: v for (kind, k), v in cut.items() if kind == "valid"},
+                {k: v for (kind, k), v in cut.items() if kind == "raw"},
+                cut.get(("table", "")))
+
+
+_NO_ROWS = np.empty(0, dtype=np.intp)
+
+
+def _positions(frame: pd.DataFrame, batch_of: Mapping[str, int]) -> dict[int, np.ndarray]:
+    """batch number -> the row positions of its records, in row order. Rows of records outside
+    `batch_of` (raw rows of quarantined records) map to NaN: in no batch."""
+    numbers = frame["record_id"].astype(str).map(batch_of).to_numpy(dtype=float, na_value=np.nan)
+    kept = np.flatnonzero(~np.isnan(numbers))
+    if not len(kept):
+        return {}
+    order = kept[np.argsort(numbers[kept], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, numbers[order][1:] != numbers[order][:-1]])
+    bounds = [*starts[1:], len(order)]
+    return {int(numbers[order[a]]): order[a:b] for a, b in zip(starts, bounds, strict=True)}
 
 
 def _responses(form: str, valid: pd.DataFrame, raw: pd.DataFrame, questionnaire: dict,
