@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
+from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 
 
@@ -53,9 +57,19 @@ def mip_figure(wide: pd.DataFrame, measure: str, unit: str, run_in: tuple[float,
     ax.axvspan(*run_in, color="tab:grey", alpha=0.15, label="run-in (own control)")
     ax.axvspan(*training, color="tab:green", alpha=0.15, label="training")
     data = wide[["participant", "week", measure]].dropna()
-    for _, rows in data.groupby("participant", sort=True):
-        ax.plot(rows["week"].astype(float), rows[measure].astype(float), marker="o",
-                markersize=3, linewidth=0.8, alpha=0.6)
+    if not data.empty:
+        # One collection of lines and one of markers, not an artist per participant: a
+        # 10,000-participant study drew for 19 s CPU with one `plot` each, 1.9 s at 1,000.
+        data = data.assign(week=data["week"].astype(float), value=data[measure].astype(float))
+        groups = [rows for _, rows in data.groupby("participant", sort=True)]
+        palette = rcParams["axes.prop_cycle"].by_key()["color"]
+        colours = to_rgba_array([palette[i % len(palette)] for i in range(len(groups))])
+        lines = [np.column_stack([g["week"].to_numpy(), g["value"].to_numpy()]) for g in groups]
+        ax.add_collection(LineCollection(lines, colors=colours, linewidths=0.8, alpha=0.6))
+        points = np.concatenate(lines)
+        ax.scatter(points[:, 0], points[:, 1], s=9, alpha=0.6, linewidths=0,
+                   c=np.repeat(colours, [len(line) for line in lines], axis=0))
+        ax.autoscale_view()
     if data.empty:
         _empty(ax)
     else:
