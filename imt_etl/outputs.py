@@ -182,20 +182,30 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
         frames = _input_frames(result.valid, result.raw, rows)
         key = fhir_run_key(meta, settings, ctx, study.questionnaires, columns_digest(frames))
         records = record_ids(result.valid)
-        prints = record_fingerprints(key, frames, records)
         previous = PreviousFhir.open(folder, last_success.folder(out_dir), key)
-        reused = previous.fingerprints() & set(prints.values()) if previous else set()
-        changed = [r for r in records if prints[r] not in reused]
+        prints: dict[str, bytes] | None = None  # None: taken per batch, by the builders
+        reused: set[bytes] = set()
+        if previous is not None:  # which records changed decides what is built
+            prints = record_fingerprints(key, frames, records)
+            reused = previous.fingerprints() & set(prints.values())
+        changed = [r for r in records if prints is None or prints[r] not in reused]
         if reused:
             log.info("FHIR: %d of %d records unchanged since the last run: their resources "
                      "are reused", len(records) - len(changed), len(records))
-        tag_of = tagger({patient_ref(ctx, r): prints[r] for r in changed})
+        size = settings.fhir_batch_records
         # Row positions found before the workers fork; each process cuts the batches it builds.
-        batch_of = {r: i // settings.fhir_batch_records for i, r in enumerate(changed)}
-        batches = RecordBatches(result.valid, result.raw, batch_of, rows)
+        batches = RecordBatches(result.valid, result.raw,
+                                {r: i // size for i, r in enumerate(changed)}, rows)
 
         def build(n: int) -> dict[str, tuple[Path, int]]:
             valid, raw, table = batches[n]
+            mine = changed[n * size:(n + 1) * size]
+            # Nothing to reuse (first run, new key): the fingerprints that the next run will
+            # compare are taken here, batch by batch in parallel; a record's rows are all in
+            # its batch, in the same order, so they equal those of the whole tables.
+            own = prints if prints is not None else record_fingerprints(
+                key, _input_frames(valid, raw, table), mine)
+            tag_of = tagger({patient_ref(ctx, r): own[r] for r in mine})
             built = record_fhir(valid, raw, meta, ctx, study.questionnaires, table)
             return spool.write_runs((r for items in built.values() for r in items),
                                     f"b{n:06d}", tag_of)
