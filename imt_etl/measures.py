@@ -107,8 +107,8 @@ def measurements(
     lookup = _RecordValues(tables, mapping)
     order = {m.measure_id: i for i, m in enumerate(_measure_order(mapping))}
     known = event_order or list(event_labels or ()) or list(event_weeks or ())
-    out = _Output(lookup, _event_order(tables.values(), known), event_labels or {},
-                  event_weeks or {})
+    events = _event_order([t.df for t in lookup.tables.values()], known)
+    out = _Output(lookup, events, event_labels or {}, event_weeks or {})
     constants: list[tuple] = []  # per measure, its _MEASURE_COLUMNS; rows hold its index
     for m in mapping.measures:
         if not m.makes_fhir_data or m.instrument not in tables:
@@ -155,13 +155,19 @@ class _Table:
             if j is None:
                 return None
             column = self.df.iloc[:, j]
-            values = column.to_numpy(dtype=object)
+            # An object column gives a view of the caller's table: copy it before setting None.
+            values = column.to_numpy(dtype=object, copy=column.dtype == object)
             # pd.isna on the object array finds None, NaN, NA and NaT (as _plain does).
             values[pd.isna(values)] = None
             if _may_hold_timestamps(column.dtype):
                 values = _objects([_plain(v) for v in values])
             self._plain[name] = values
         return self._plain[name]
+
+    def is_text(self, name: str) -> bool:
+        """Whether the table has the column and it holds only strings (and nulls)."""
+        j = self.position.get(name)
+        return j is not None and isinstance(self.df.dtypes.iloc[j], pd.StringDtype)
 
     def plain_or_none(self, name: str) -> np.ndarray:
         found = self.plain(name)
@@ -251,6 +257,11 @@ class _RecordValues:
         m = self.mapping.by_field.get(field)
         if m is not None and m.value_type == "codeable":
             return values
+        if table.is_text(field):
+            # Every value is a str: convert each distinct one once.
+            codes, distinct = pd.factorize(values)
+            typed = _objects([*map(_typed_text, distinct), None])
+            return typed[codes]  # code -1 (null) takes the None at the end
         return _objects(_typed_text(v) if isinstance(v, str) else v for v in values)
 
 
@@ -440,7 +451,7 @@ def _event_order(tables: Iterable[pd.DataFrame], known: Sequence[str]) -> dict[s
     for df in tables:
         if "redcap_event_name" not in df:
             continue
-        sequence = list(dict.fromkeys(e for e in df["redcap_event_name"].dropna()))
+        sequence = list(df["redcap_event_name"].dropna().unique())  # first-appearance order
         for event in sequence:
             if event not in after:
                 after[event] = set()
