@@ -116,15 +116,9 @@ def measurements(
         parent = mapping.measure(m.parent) if m.parent else m
         constants.append(_constant_columns(m, parent, lookup))
         table = lookup.tables[m.instrument]
-        if m.derived is not None:
-            column: np.ndarray | None = _derived_column(m, table, lookup)
-        else:
-            column = table.plain(m.field or "")
-        if column is None:
-            continue
-        rows = np.flatnonzero(pd.notna(column))
+        rows, values = _cells(m, table, lookup)
         if len(rows):
-            out.add(m, parent, table, rows, column[rows], len(constants) - 1,
+            out.add(m, parent, table, rows, values, len(constants) - 1,
                     order.get(m.measure_id, len(order)))
     return out.frame(constants, len(order) + 1)
 
@@ -136,6 +130,25 @@ def _measure_order(mapping: StudyMapping) -> list[Measure]:
         out.append(m)
         out.extend(mapping.components_of(m))
     return out
+
+
+def _cells(m: Measure, table: _Table, lookup: _RecordValues) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `table` where measure `m` has a value, and those values."""
+    if m.derived is not None:
+        column = _derived_column(m, table, lookup)
+    else:
+        if m.value_type in ("quantity", "integer"):
+            numbers = table.numbers(m.field or "")
+            if numbers is not None:
+                # A numeric column needs no Python objects: float() of its values is a cast.
+                rows = np.flatnonzero(~np.isnan(numbers))
+                return rows, numbers[rows]
+        found = table.plain(m.field or "")
+        if found is None:
+            return np.zeros(0, dtype=np.intp), _objects([])
+        column = found
+    rows = np.flatnonzero(pd.notna(column))
+    return rows, column[rows]
 
 
 class _Table:
@@ -163,6 +176,13 @@ class _Table:
                 values = _objects([_plain(v) for v in values])
             self._plain[name] = values
         return self._plain[name]
+
+    def numbers(self, name: str) -> np.ndarray | None:
+        """A Float64 or Int64 column as floats, NaN where null; None for other columns."""
+        j = self.position.get(name)
+        if j is None or not isinstance(self.df.dtypes.iloc[j], pd.Float64Dtype | pd.Int64Dtype):
+            return None
+        return self.df.iloc[:, j].to_numpy(dtype=np.float64, na_value=np.nan)
 
     def is_text(self, name: str) -> bool:
         """Whether the table has the column and it holds only strings (and nulls)."""
