@@ -139,9 +139,12 @@ def change_category_codes(
         pct = (follow - base) / np.abs(base) * 100.0
     gain = pct if higher_is_better else -pct
     with np.errstate(invalid="ignore"):
-        near = live & ((np.abs(gain - limit) < _EDGE_MARGIN) | (np.abs(gain) < _EDGE_MARGIN)
+        # An exact 0 stays 0 when rounded (the common "no change"): no need to ask the scalar.
+        near = live & ((np.abs(gain - limit) < _EDGE_MARGIN)
+                       | ((np.abs(gain) < _EDGE_MARGIN) & (gain != 0))
                        | (np.abs(gain + limit) < _EDGE_MARGIN))
         far = live & ~near
+        codes[far & (gain == 0)] = code[ChangeCategory.UNCHANGED]
         codes[far & (gain > limit)] = code[ChangeCategory.IMPROVED_MAJOR]
         codes[far & (gain > 0) & (gain <= limit)] = code[ChangeCategory.IMPROVED_MINOR]
         codes[far & (gain < 0) & (gain >= -limit)] = code[ChangeCategory.DETERIORATED_MINOR]
