@@ -10,7 +10,7 @@ provisional: its per-measure % change formula is not confirmed, see imt_etl/scor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date
 from typing import Any
 
@@ -106,17 +106,40 @@ def _as_int(value: Any) -> int | None:
     return None if value is None else int(float(value))
 
 
-def _visit_values(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(record, event) -> every non-repeating field value of that visit, across instruments."""
+def _visit_values(tables: Mapping[str, pd.DataFrame], fields: Collection[str]
+                  ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(record, event) -> the non-repeating values of `fields` at that visit, across instruments.
+
+    Every visit with a non-repeating row gets an entry, even with none of the fields: the scores
+    rows are the visits. Only `fields` are read: converting every column to Python values was
+    most of the cost."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for frame in tables.values():
         rows = frame[frame["redcap_repeat_instance"].isna()]
-        names = list(rows.columns)
-        keys = list(zip(rows["record_id"], rows["redcap_event_name"], strict=True))
-        for key, row in zip(keys, plain_values(rows), strict=True):
+        names = [c for c in rows.columns if c in fields]
+        keys = zip(rows["record_id"].to_numpy(dtype=object).tolist(),
+                   rows["redcap_event_name"].to_numpy(dtype=object).tolist(), strict=True)
+        if not names:
+            for key in keys:
+                merged.setdefault(key, {})
+            continue
+        for key, row in zip(keys, plain_values(rows[names]), strict=True):
             values = {k: v for k, v in zip(names, row, strict=True) if v is not None}
             merged.setdefault(key, {}).update(values)
     return merged
+
+
+def _fields(cfg: ScoresConfig, ck_unit_field: str | None) -> set[str]:
+    """Every field the scores read from a visit (keep in step with _score_row and _core_set)."""
+    fields = {"redcap_arm", cfg.sex_field, cfg.dob_field, cfg.mip_date_field,
+              cfg.thickness_insp_field, cfg.thickness_exp_field, cfg.ck_field,
+              *cfg.fss_items, *cfg.rand36_items, *cfg.core_set.values()}
+    for trials, best in cfg.mip_devices.values():
+        fields.update(trials)
+        fields.add(best)
+    if ck_unit_field:
+        fields.add(ck_unit_field)
+    return fields
 
 
 def _first_value(merged: Mapping[tuple[str, str], dict[str, Any]], record: str, field: str,
@@ -197,9 +220,9 @@ def scores_tables(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
     if cfg is None:
         raise ValueError("the analysis config has no scores settings")
     dtypes, described = _schema(cfg)
-    merged = _visit_values(tables)
     conversion = mapping.measure(cfg.ck_unit_measure).convert \
         if cfg.ck_unit_measure else None
+    merged = _visit_values(tables, _fields(cfg, conversion.from_unit_field if conversion else None))
 
     def ck_factor(values: Mapping[str, Any]) -> float:
         if conversion is None:
