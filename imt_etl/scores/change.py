@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import numpy as np
 import pandas as pd
 
 from imt_etl.scores._common import as_number, as_optional_number, edge_round
@@ -82,6 +83,76 @@ def change_category(
     if gain >= -limit:
         return ChangeCategory.DETERIORATED_MINOR
     return ChangeCategory.DETERIORATED_MAJOR
+
+
+# Vectorised twins of percent_change and change_category, for float arrays where NaN is a
+# missing value. They apply the same formula with the same float operations in the same order,
+# so results are bit-identical; anything the scalar functions refuse (an infinite value) or
+# round (a percentage near a bin edge) is passed to the scalar function itself.
+
+CATEGORY_ORDER = tuple(ChangeCategory)  # change_category_codes returns indices into this
+# edge_round moves a percentage by at most half a unit in its 9th decimal: a gain further than
+# this from every bin edge lands in the same bin rounded or not.
+_EDGE_MARGIN = 1e-6
+
+
+def _check_finite(baseline: np.ndarray, followup: np.ndarray, scalar, *args) -> None:
+    """Raise the scalar function's error for the first pair holding an infinite value."""
+    bad = np.isinf(baseline) | np.isinf(followup)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        scalar(float(baseline[i]), float(followup[i]), *args)
+        raise AssertionError("unreachable: the scalar function refuses infinite values")
+
+
+def percent_changes(baseline: np.ndarray, followup: np.ndarray) -> np.ndarray:
+    """percent_change over aligned float arrays (NaN = missing); NaN wherever it gives None."""
+    base = np.asarray(baseline, dtype=float)
+    follow = np.asarray(followup, dtype=float)
+    _check_finite(base, follow, percent_change)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        pct = (follow - base) / np.abs(base) * 100.0
+    pct[base == 0] = np.nan
+    return pct
+
+
+def change_category_codes(
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    higher_is_better: bool,
+    threshold: float = 20.0,
+) -> np.ndarray:
+    """change_category over aligned float arrays (NaN = missing): for each pair the index of its
+    category in CATEGORY_ORDER, or -1 where change_category gives None."""
+    limit = as_number(threshold, "threshold")
+    if limit <= 0:
+        raise ValueError(f"threshold must be > 0 %, got {limit:g}")
+    base = np.asarray(baseline, dtype=float)
+    follow = np.asarray(followup, dtype=float)
+    _check_finite(base, follow, change_category, higher_is_better, limit)
+    codes = np.full(base.shape, -1, dtype=np.int8)
+    present = ~(np.isnan(base) | np.isnan(follow))
+    code = {c: np.int8(i) for i, c in enumerate(CATEGORY_ORDER)}
+    codes[present & (base == 0) & (follow == 0)] = code[ChangeCategory.UNCHANGED]
+    live = present & (base != 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        pct = (follow - base) / np.abs(base) * 100.0
+    gain = pct if higher_is_better else -pct
+    with np.errstate(invalid="ignore"):
+        # An exact 0 stays 0 when rounded (the common "no change"): no need to ask the scalar.
+        near = live & ((np.abs(gain - limit) < _EDGE_MARGIN)
+                       | ((np.abs(gain) < _EDGE_MARGIN) & (gain != 0))
+                       | (np.abs(gain + limit) < _EDGE_MARGIN))
+        far = live & ~near
+        codes[far & (gain == 0)] = code[ChangeCategory.UNCHANGED]
+        codes[far & (gain > limit)] = code[ChangeCategory.IMPROVED_MAJOR]
+        codes[far & (gain > 0) & (gain <= limit)] = code[ChangeCategory.IMPROVED_MINOR]
+        codes[far & (gain < 0) & (gain >= -limit)] = code[ChangeCategory.DETERIORATED_MINOR]
+        codes[far & (gain < -limit)] = code[ChangeCategory.DETERIORATED_MAJOR]
+    for i in np.flatnonzero(near):
+        found = change_category(float(base[i]), float(follow[i]), higher_is_better, limit)
+        codes[i] = -1 if found is None else code[found]
+    return codes
 
 
 def change_categories(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 
+import numpy as np
+
 from imt_etl.scores._common import as_number, is_missing
 
 # Recoding tables (RAND scoring instructions, Table 1): response code -> 0-100 value.
@@ -77,3 +79,35 @@ def rand36_scales(responses: Mapping[int, int | None]) -> dict[str, float | None
         # RAND: a scale is the average of the items the respondent answered.
         scores[scale] = sum(answered) / len(answered) if answered else None
     return scores
+
+
+def rand36_scales_array(responses: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """rand36_scales over the rows of an (n, 36) float array (column j = item j + 1, NaN =
+    missing): the scales (NaN where None) and, per row, whether it was scored. A row holding a
+    response rand36_scales refuses is not scored (NaN, False): pass it to the scalar function.
+
+    Equal to the scalar function bit for bit: recoded values are whole numbers, so each sum is
+    exact in any order, and the mean is the same single division."""
+    codes = np.asarray(responses, dtype=float)
+    if codes.ndim != 2 or codes.shape[1] != len(RECODE):
+        raise ValueError(f"RAND-36 needs an (n, {len(RECODE)}) array, got {codes.shape}")
+    recoded = np.full(codes.shape, np.nan)
+    scored = np.ones(len(codes), dtype=bool)
+    for item, table in RECODE.items():
+        column = codes[:, item - 1]
+        known = np.zeros(len(codes), dtype=bool)
+        for code, value in table.items():
+            hit = column == code
+            recoded[hit, item - 1] = value
+            known |= hit
+        scored &= known | np.isnan(column)
+    scales: dict[str, np.ndarray] = {}
+    for scale, items in SCALES.items():
+        block = recoded[:, [i - 1 for i in items]]
+        answered = ~np.isnan(block)
+        count = answered.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(answered, block, 0.0).sum(axis=1) / count
+        mean[(count == 0) | ~scored] = np.nan
+        scales[scale] = mean
+    return scales, scored

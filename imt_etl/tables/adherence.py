@@ -218,12 +218,16 @@ def _weeks(start: _Start, sessions: list[_Session], expected: list[int], deviati
     for i, s in enumerate(timed):
         changed = i > 0 and s.load != timed[i - 1].load
         rule_change[s.instance] = (changed, changed and s.load == expected[i])
+    # Sessions by week, in entry order: one pass instead of one scan of every session per week.
+    by_week: dict[int, list[_Session]] = {}
+    for s in sessions:
+        if s.date is not None and s.date >= start.day:
+            by_week.setdefault((s.date - start.day).days // 7 + 1, []).append(s)
     rows = []
     for week in range(1, n_weeks + 1):
         first_day = start.day + timedelta(days=7 * (week - 1))
         days = min(7, cfg.training_days - 7 * (week - 1))
-        in_week = [s for s in sessions
-                   if s.date is not None and 0 <= (s.date - first_day).days < 7]
+        in_week = by_week.get(week, [])
         breaths = [s.breaths for s in in_week if s.breaths is not None]
         loads = [s.load for s in in_week if s.load is not None]
         prescribed = round_half_up(cfg.sessions_per_week * days / 7)
@@ -275,22 +279,29 @@ def _starts(prescription: pd.DataFrame, cfg: TrainingConfig,
 def _sessions(diary: pd.DataFrame, cfg: TrainingConfig,
               starts: Mapping[str, _Start]) -> dict[str, list[_Session]]:
     found: dict[str, list[_Session]] = {}
-    for row in _rows(diary):
-        record = row["record_id"]
+    if diary.empty:
+        return found
+    # Only the columns a session needs become Python values (the diary is the largest table).
+    wanted = (cfg.date_field, cfg.load_field, cfg.exertion_field, cfg.breaths_field)
+    names = list(dict.fromkeys(["record_id", "redcap_repeat_instance",
+                                *(f for f in wanted if f in diary.columns)]))
+    at = [names.index(f) if f in names else None for f in wanted]
+    date_at, value_at = at[0], at[1:]
+    limit = cfg.training_days + WINDOW_GRACE_DAYS
+    for row in plain_values(diary[names]):
+        record = row[0]
         start = starts.get(record)
         if start is None:
             continue
-        day = plain(row.get(cfg.date_field))
+        day = None if date_at is None else row[date_at]
         offset = (day - start.day).days if day is not None else None
-        if offset is None or not 0 <= offset <= cfg.training_days + WINDOW_GRACE_DAYS:
+        if offset is None or not 0 <= offset <= limit:
             log.warning("record %s, diary instance %s: date %s outside the training window",
-                        record, row["redcap_repeat_instance"], day)
+                        record, row[1], day)
             day = None
-        values = [plain(row.get(f)) for f in (cfg.load_field, cfg.exertion_field,
-                                               cfg.breaths_field)]
+        values = [None if i is None else row[i] for i in value_at]
         found.setdefault(record, []).append(_Session(
-            int(row["redcap_repeat_instance"] or 0), day,
-            *(None if v is None else float(v) for v in values)))
+            int(row[1] or 0), day, *(None if v is None else float(v) for v in values)))
     for sessions in found.values():
         sessions.sort(key=lambda s: s.instance)
     return found

@@ -7,15 +7,18 @@ The primary endpoint is the row set `is_primary_endpoint` (the configured measur
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from imt_etl.fhir.mappings import Measure, StudyMapping
-from imt_etl.scores import CHANGE_LABELS, ChangeCategory, change_category, percent_change
-from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, plain_values, tuple_frame
-from imt_etl.tables.config import AnalysisConfig
+from imt_etl.scores import CHANGE_LABELS, ChangeCategory
+from imt_etl.scores.change import CATEGORY_ORDER, change_category_codes, percent_changes
+from imt_etl.tables.common import DATE, STRING, AnalysisTable, plain, plain_values
+from imt_etl.tables.config import AnalysisConfig, Period
 from imt_etl.tables.wide import visit_measures
 
 SCHEMA = {
@@ -57,26 +60,9 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
                          repeating_forms: Collection[str]) -> AnalysisTable:
     """Every participant x visit measure x configured period (values where both visits exist)."""
     measures = visit_measures(mapping, repeating_forms)
-    by_visit = _visits(wide)
-    participants = list(dict.fromkeys(zip(wide["participant"], wide["arm"], strict=True)))
-    plans = [(m, config.periods_for(m.measure_id)) for m in measures]  # once, not per participant
-    rows: list[tuple] = []  # in SCHEMA order
-    for participant, arm in participants:
-        arm = plain(arm)
-        for m, periods in plans:
-            for period in periods:
-                from_event, to_event = period.events(arm)
-                start = by_visit.get((participant, from_event), {})
-                end = by_visit.get((participant, to_event), {})
-                rows.append((
-                    participant, arm, m.measure_id, m.label, m.unit, m.direction,
-                    period.name, period.label, from_event, to_event,
-                    *_change(start, end, m),
-                    m.measure_id == config.primary_measure
-                    and period.name == config.primary_period,
-                ))
+    plans = [(m, p) for m in measures for p in config.periods_for(m.measure_id)]
     return AnalysisTable(
-        "change_from_baseline", tuple_frame(rows, SCHEMA),
+        "change_from_baseline", _frame(wide, plans, config),
         {c: dict(DESCRIPTIONS[c]) for c in SCHEMA},
         "Per participant, measure and period: absolute and percent change and its category; "
         f"primary endpoint: {config.primary_measure} over {config.primary_period} "
@@ -84,26 +70,100 @@ def change_from_baseline(wide: pd.DataFrame, mapping: StudyMapping, config: Anal
     )
 
 
-def _visits(wide: pd.DataFrame) -> dict[tuple[str, str], dict[str, object]]:
-    """(participant, event) -> that visits_wide row, with plain values (NA -> None)."""
-    names = [str(c) for c in wide.columns]
-    rows = (dict(zip(names, values, strict=True)) for values in plain_values(wide))
-    return {(r["participant"], r["event"]): r for r in rows}
+def _strings(values: Sequence[Any], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """values[codes] as a STRING array: the few distinct strings are converted once, then taken."""
+    return pd.array(list(values), dtype=STRING).take(codes)
 
 
-def _change(start: Mapping[str, Any], end: Mapping[str, Any], m: Measure) -> tuple:
-    """from_date, to_date, days, from_value, to_value, change, percent_change, change_category
-    and change_category_label of one measure between two visits."""
-    before, after = start.get(m.measure_id), end.get(m.measure_id)
-    better = m.higher_is_better
-    category = change_category(before, after, better) if better is not None else None
-    from_date, to_date = start.get("date"), end.get("date")
-    return (
-        from_date, to_date,
-        (to_date - from_date).days if from_date and to_date else None,
-        before, after,
-        after - before if before is not None and after is not None else None,
-        percent_change(before, after),
-        category.value if category else None,
-        CHANGE_LABELS[category] if category else None,
-    )
+def _frame(wide: pd.DataFrame, plans: list[tuple[Measure, Period]],
+           config: AnalysisConfig) -> pd.DataFrame:
+    """The table in SCHEMA order: one row per (participant, arm) pair of `wide`, in order of first
+    appearance, x plan (measure, period), built column by column from index arrays."""
+    pairs = list(dict.fromkeys(zip(wide["participant"], wide["arm"], strict=True)))
+    n_wide, n_pairs, n_plans = len(wide), len(pairs), len(plans)
+    # (participant, event) -> row of wide, the last one winning; n_wide means "no such visit"
+    # (a row of missing values is appended to every source array at that position).
+    keys = plain_values(wide[["participant", "event"]])
+    position = {(participant, event): i for i, (participant, event) in enumerate(keys)}
+    periods = list({id(p): p for _, p in plans}.values())  # Period is not hashable
+    period_of = np.array([next(j for j, q in enumerate(periods) if q is p) for _, p in plans],
+                         dtype=np.intp)
+    arms = [plain(arm) for _, arm in pairs]
+    events: dict[str, int] = {}  # event name -> code, for the from/to event columns
+    start = np.full((n_pairs, len(periods)), n_wide, dtype=np.intp)
+    end = start.copy()
+    from_code = np.zeros(start.shape, dtype=np.intp)
+    to_code = np.zeros(start.shape, dtype=np.intp)
+    for i, ((participant, _), arm) in enumerate(zip(pairs, arms, strict=True)):
+        for j, period in enumerate(periods):
+            from_event, to_event = period.events(arm)
+            start[i, j] = position.get((participant, from_event), n_wide)
+            end[i, j] = position.get((participant, to_event), n_wide)
+            from_code[i, j] = events.setdefault(from_event, len(events))
+            to_code[i, j] = events.setdefault(to_event, len(events))
+    # Row r is pair r // n_plans and plan r % n_plans (participant-major, as before).
+    pair_of = np.repeat(np.arange(n_pairs, dtype=np.intp), n_plans)
+    plan_of = np.tile(np.arange(n_plans, dtype=np.intp), n_pairs)
+    start_row = start[:, period_of].ravel()
+    end_row = end[:, period_of].ravel()
+
+    values = np.full((n_wide + 1, len(plans)), np.nan)
+    for k, (m, _) in enumerate(plans):
+        if m.measure_id in wide:
+            values[:n_wide, k] = wide[m.measure_id].to_numpy(dtype=float, na_value=np.nan)
+    before = values[start_row, plan_of]
+    after = values[end_row, plan_of]
+    missing = np.isnan(before) | np.isnan(after)
+    change = np.where(missing, np.nan, after - before)
+    percent = percent_changes(before, after)
+    codes = np.full(len(before), -1, dtype=np.int8)
+    for better in (True, False):
+        chosen = np.array([m.higher_is_better is better for m, _ in plans], dtype=bool)[plan_of]
+        if chosen.any():
+            codes[chosen] = change_category_codes(before[chosen], after[chosen], better)
+    codes = np.where(codes < 0, len(CATEGORY_ORDER), codes)  # the trailing None
+
+    dates = pa.array(wide["date"].array, type=pa.date32())
+    dates = pa.concat_arrays([dates.combine_chunks() if isinstance(dates, pa.ChunkedArray)
+                              else dates, pa.nulls(1, pa.date32())])
+    from_date, to_date = dates.take(pa.array(start_row)), dates.take(pa.array(end_row))
+    no_days = (from_date.is_null().to_numpy(zero_copy_only=False)
+               | to_date.is_null().to_numpy(zero_copy_only=False))
+    day = pa.int32()
+    days = (to_date.cast(day).fill_null(0).to_numpy().astype(np.int64)
+            - from_date.cast(day).fill_null(0).to_numpy().astype(np.int64))
+
+    def floats(array: np.ndarray) -> pd.arrays.FloatingArray:
+        return pd.arrays.FloatingArray(array, np.isnan(array))
+
+    def per_plan(value: Any) -> pd.api.extensions.ExtensionArray:
+        return _strings([value(m, p) for m, p in plans], plan_of)
+
+    is_primary = np.array([m.measure_id == config.primary_measure
+                           and p.name == config.primary_period for m, p in plans],
+                          dtype=bool)[plan_of]
+    columns = {
+        "participant": _strings([participant for participant, _ in pairs], pair_of),
+        "arm": pd.array(arms, dtype="Int64").take(pair_of),
+        "measure_id": per_plan(lambda m, p: m.measure_id),
+        "label": per_plan(lambda m, p: m.label),
+        "unit": per_plan(lambda m, p: m.unit),
+        "direction": per_plan(lambda m, p: m.direction),
+        "period": per_plan(lambda m, p: p.name),
+        "period_label": per_plan(lambda m, p: p.label),
+        "from_event": _strings(list(events), from_code[:, period_of].ravel()),
+        "to_event": _strings(list(events), to_code[:, period_of].ravel()),
+        "from_date": pd.arrays.ArrowExtensionArray(from_date),
+        "to_date": pd.arrays.ArrowExtensionArray(to_date),
+        "days": pd.arrays.IntegerArray(np.where(no_days, 0, days), no_days),
+        "from_value": floats(before),
+        "to_value": floats(after),
+        "change": floats(change),
+        "percent_change": floats(percent),
+        "change_category": _strings([c.value for c in CATEGORY_ORDER] + [None], codes),
+        "change_category_label": _strings([CHANGE_LABELS[c] for c in CATEGORY_ORDER] + [None],
+                                          codes),
+        "is_primary_endpoint": pd.arrays.BooleanArray(is_primary, np.zeros(len(codes), bool)),
+    }
+    return pd.DataFrame({name: pd.Series(columns[name], dtype=dtype)
+                         for name, dtype in SCHEMA.items()})

@@ -77,6 +77,8 @@ def plain_values(frame: pd.DataFrame) -> list[list[Any]]:
     One object array instead of to_dict("records"), which is several times slower; pd.isna finds
     the missing values (None, NaN, NA, NaT) in one pass instead of a call per value."""
     values = frame.to_numpy(dtype=object)
+    if not values.flags.writeable:  # a view of a single object block (copy-on-write)
+        values = values.copy()
     values[pd.isna(values)] = None
     return values.tolist()
 

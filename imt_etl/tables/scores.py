@@ -10,14 +10,17 @@ provisional: its per-measure % change formula is not confirmed, see imt_etl/scor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Collection, Mapping
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from imt_etl import scores
 from imt_etl.fhir.mappings import StudyMapping
+from imt_etl.scores.rand36 import RECODE, rand36_scales_array
 from imt_etl.tables.common import (
     DATE,
     KEY_DESCRIPTIONS,
@@ -106,17 +109,40 @@ def _as_int(value: Any) -> int | None:
     return None if value is None else int(float(value))
 
 
-def _visit_values(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(record, event) -> every non-repeating field value of that visit, across instruments."""
+def _visit_values(tables: Mapping[str, pd.DataFrame], fields: Collection[str]
+                  ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(record, event) -> the non-repeating values of `fields` at that visit, across instruments.
+
+    Every visit with a non-repeating row gets an entry, even with none of the fields: the scores
+    rows are the visits. Only `fields` are read: converting every column to Python values was
+    most of the cost."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for frame in tables.values():
         rows = frame[frame["redcap_repeat_instance"].isna()]
-        names = list(rows.columns)
-        keys = list(zip(rows["record_id"], rows["redcap_event_name"], strict=True))
-        for key, row in zip(keys, plain_values(rows), strict=True):
+        names = [c for c in rows.columns if c in fields]
+        keys = zip(rows["record_id"].to_numpy(dtype=object).tolist(),
+                   rows["redcap_event_name"].to_numpy(dtype=object).tolist(), strict=True)
+        if not names:
+            for key in keys:
+                merged.setdefault(key, {})
+            continue
+        for key, row in zip(keys, plain_values(rows[names]), strict=True):
             values = {k: v for k, v in zip(names, row, strict=True) if v is not None}
             merged.setdefault(key, {}).update(values)
     return merged
+
+
+def _fields(cfg: ScoresConfig, ck_unit_field: str | None) -> set[str]:
+    """Every field the scores read from a visit (keep in step with _score_row and _core_set)."""
+    fields = {"redcap_arm", cfg.sex_field, cfg.dob_field, cfg.mip_date_field,
+              cfg.thickness_insp_field, cfg.thickness_exp_field, cfg.ck_field,
+              *cfg.fss_items, *cfg.rand36_items, *cfg.core_set.values()}
+    for trials, best in cfg.mip_devices.values():
+        fields.update(trials)
+        fields.add(best)
+    if ck_unit_field:
+        fields.add(ck_unit_field)
+    return fields
 
 
 def _first_value(merged: Mapping[tuple[str, str], dict[str, Any]], record: str, field: str,
@@ -136,17 +162,64 @@ def _core_set(values: Mapping[str, Any], cfg: ScoresConfig, ck_factor: Callable)
     )
 
 
+# _score_row's `rand36` when the row's RAND-36 scales were not computed in advance.
+_SCALAR: Any = object()
+
+
+def _as_code(value: Any) -> float | None:
+    """_as_int's response code as a float (NaN for None); None where _as_int raises or the code
+    is too large to be any response (the scalar path then runs and fails exactly as before)."""
+    try:
+        code = _as_int(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if code is None:
+        return math.nan
+    return float(code) if abs(code) < 1000 else None
+
+
+def _rand36_in_advance(cfg: ScoresConfig, visits: list[Mapping[str, Any]]) -> list[Any]:
+    """Per visit, the RAND-36 scales as _score_row computes them (None when no item is
+    answered), from one array for all visits; _SCALAR for a visit _score_row must compute
+    itself (a value _as_int refuses, or a response rand36_scales refuses: it logs the warning).
+
+    The items are mostly a handful of distinct codes: _as_int runs once per distinct value."""
+    out: list[Any] = [_SCALAR] * len(visits)
+    if not visits or len(cfg.rand36_items) != len(RECODE):
+        return out
+    rows = [[v.get(f) for f in cfg.rand36_items] for v in visits]
+    try:
+        codes = {value: _as_code(value) for value in {x for row in rows for x in row}}
+    except TypeError:  # an unhashable value: leave every visit to the scalar path
+        return out
+    easy = [i for i, row in enumerate(rows) if all(codes[x] is not None for x in row)]
+    if not easy:
+        return out
+    matrix = np.array([[codes[x] for x in rows[i]] for i in easy], dtype=float)
+    scales, scored = rand36_scales_array(matrix)
+    answered = ~np.isnan(matrix).all(axis=1)
+    columns = {k: v.tolist() for k, v in scales.items()}
+    for j, i in enumerate(easy):
+        if scored[j]:
+            out[i] = {k: None if v[j] != v[j] else v[j] for k, v in columns.items()} \
+                if answered[j] else None
+    return out
+
+
 def _score_row(record: str, event: str, values: Mapping[str, Any], sex: str | None,
-               dob: date | None, cfg: ScoresConfig) -> dict[str, Any]:
+               dob: date | None, cfg: ScoresConfig, rand36: Any = _SCALAR) -> dict[str, Any]:
     where = f"record {record}, event {event}"
     row: dict[str, Any] = {}
     items = [_as_int(values.get(f)) for f in cfg.fss_items]
     # A study without the FSS (no items configured) gets null columns, not a warning per row.
     row["fss_mean"] = _safe("FSS", where, scores.fss_score, items) if items else None
     row["fss_significant_fatigue"] = scores.fss_significant_fatigue(row["fss_mean"])
-    rand = {i: _as_int(values.get(f)) for i, f in enumerate(cfg.rand36_items, start=1)}
-    scales = _safe("RAND-36", where, scores.rand36_scales, rand) \
-        if any(v is not None for v in rand.values()) else None
+    if rand36 is _SCALAR:
+        rand = {i: _as_int(values.get(f)) for i, f in enumerate(cfg.rand36_items, start=1)}
+        scales = _safe("RAND-36", where, scores.rand36_scales, rand) \
+            if any(v is not None for v in rand.values()) else None
+    else:
+        scales = rand36
     for scale in scores.SCALES:
         row[f"rand36_{scale}"] = (scales or {}).get(scale)
     row["thickening_fraction_pct"] = _safe(
@@ -197,9 +270,9 @@ def scores_tables(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
     if cfg is None:
         raise ValueError("the analysis config has no scores settings")
     dtypes, described = _schema(cfg)
-    merged = _visit_values(tables)
     conversion = mapping.measure(cfg.ck_unit_measure).convert \
         if cfg.ck_unit_measure else None
+    merged = _visit_values(tables, _fields(cfg, conversion.from_unit_field if conversion else None))
 
     def ck_factor(values: Mapping[str, Any]) -> float:
         if conversion is None:
@@ -213,14 +286,15 @@ def scores_tables(tables: Mapping[str, pd.DataFrame], mapping: StudyMapping,
     rows = []
     keys = sorted((k for k in merged if k[1] in order),
                   key=lambda k: (natural_order(k[0]), order[k[1]]))
-    for record, event in keys:
+    rand36 = _rand36_in_advance(cfg, [merged[k] for k in keys])
+    for (record, event), scales in zip(keys, rand36, strict=True):
         values = merged[(record, event)]
         code = _first_value(merged, record, cfg.sex_field, config.visit_events)
         sex = cfg.sex_codes.get(str(code)) if code is not None else None
         dob = _first_value(merged, record, cfg.dob_field, config.visit_events)
         row = {"participant": pseudonymise(record), "arm": values.get("redcap_arm"),
                "event": event, "visit": config.event_labels.get(event, event), "sex": sex}
-        scored = _score_row(record, event, values, sex, dob, cfg)
+        scored = _score_row(record, event, values, sex, dob, cfg, scales)
         if all(v is None for v in scored.values()):
             continue  # no assessment at this visit (e.g. only the completion form)
         row.update(scored)

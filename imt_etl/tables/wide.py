@@ -41,7 +41,9 @@ def visits_wide(long: pd.DataFrame, mapping: StudyMapping,
     """Pivot observations_long's per-visit rows: the columns come from the mapping, not the data."""
     measures = visit_measures(mapping, repeating_forms)
     ids = [m.measure_id for m in measures]
-    rows = long[long["instance"].isna() & long["measure_id"].isin(ids)]
+    # Filter only the columns used here: the long table has many more, and is the largest.
+    used = ["participant", "arm", "event", "visit", "week", "date", "measure_id", "value"]
+    rows = long.loc[long["instance"].isna() & long["measure_id"].isin(ids), used]
     index = ["participant", "arm", "event", "visit", "week"]
     keys = rows.groupby(index, dropna=False, sort=False)["date"].min().reset_index()
     values = rows.pivot_table(index=["participant", "event"], columns="measure_id",

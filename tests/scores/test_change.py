@@ -94,3 +94,59 @@ def test_vectorised_categories():
     assert result["d"] == "unchanged"
     with pytest.raises(ValueError, match="same index"):
         change_categories(base, follow.reset_index(drop=True), True)
+
+
+def _pairs() -> tuple[list[float], list[float]]:
+    """Baseline/follow-up pairs covering every bin edge, float noise, zero, sign, NaN and huge."""
+    import random
+
+    rng = random.Random(7)
+    bases = [100.0, 0.3 * 5, 1.5, -80.0, 0.0, -0.0, math.nan, 7.0, 1e-300, 1e300, 3.0, -1.5]
+    base, follow = [], []
+    for b in bases:
+        for pct in (-40, -20.000000001, -20, -19.9999999999, -1e-12, 0, 1e-12, 19.999999999,
+                    20, 20.0000000001, 40):
+            for f in (b * (1 + pct / 100), b + abs(b) * pct / 100, math.nan, 0.0, -b):
+                base.append(b)
+                follow.append(f)
+    for _ in range(5000):
+        b = rng.choice([rng.uniform(-200, 200), float(rng.randint(-50, 50)), math.nan])
+        f = rng.choice([rng.uniform(-200, 200), b * rng.choice([0.8, 1.2, 1.0, 0.79, 1.21]),
+                        b + rng.choice([0.3, -0.3, 0.0]), math.nan])
+        base.append(b)
+        follow.append(f)
+    return base, follow
+
+
+def test_vectorised_twins_equal_the_scalar_functions():
+    import numpy as np
+
+    from imt_etl.scores.change import CATEGORY_ORDER, change_category_codes, percent_changes
+
+    base, follow = _pairs()
+    got = percent_changes(np.array(base), np.array(follow))
+    for b, f, g in zip(base, follow, got, strict=True):
+        want = percent_change(b, f)
+        if want is None:
+            assert math.isnan(g), (b, f, g)
+        else:  # bit-identical, sign of zero included
+            assert math.copysign(1, g) == math.copysign(1, want) and g == want, (b, f, g, want)
+    for better in (True, False):
+        for threshold in (20.0, 5.0):
+            codes = change_category_codes(np.array(base), np.array(follow), better, threshold)
+            for b, f, c in zip(base, follow, codes, strict=True):
+                want = change_category(b, f, better, threshold)
+                assert (None if c < 0 else CATEGORY_ORDER[c]) == want, (b, f, better, threshold)
+
+
+def test_vectorised_twins_refuse_what_the_scalar_refuses():
+    import numpy as np
+
+    from imt_etl.scores.change import change_category_codes, percent_changes
+
+    with pytest.raises(ValueError, match="followup must be finite"):
+        percent_changes(np.array([1.0, math.nan]), np.array([2.0, math.inf]))
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        change_category_codes(np.array([-math.inf]), np.array([1.0]), True)
+    with pytest.raises(ValueError, match="threshold"):
+        change_category_codes(np.array([1.0]), np.array([1.0]), True, 0)

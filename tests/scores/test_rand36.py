@@ -89,3 +89,42 @@ def test_scale_with_no_answered_item_is_none():
 def test_unknown_item_numbers_are_rejected():
     with pytest.raises(ValueError, match=r"unknown item numbers \[0, 40\]"):
         rand36_scales({0: 1, 40: 1, 3: 1})
+
+
+def test_vectorised_scales_equal_the_scalar_function():
+    import math
+    import random
+
+    import numpy as np
+
+    from imt_etl.scores.rand36 import RECODE, rand36_scales, rand36_scales_array
+
+    rng = random.Random(11)
+    rows = []
+    for n in range(3000):
+        row = []
+        for item in range(1, 37):
+            r = rng.random()
+            if r < 0.15:
+                row.append(None)
+            elif r < 0.16 and n % 5 == 0:  # a refused response: not a code, or not a whole number
+                row.append(rng.choice([0, 7, 2.5, -1, math.inf, 99]))
+            else:
+                row.append(rng.choice(sorted(RECODE[item])))
+        rows.append(row)
+    rows.append([None] * 36)
+    rows.append([None] * 35 + [3])
+    got, scored = rand36_scales_array(np.array(rows, dtype=float))
+    for i, row in enumerate(rows):
+        try:
+            want = rand36_scales(dict(enumerate(row, start=1)))
+        except ValueError:
+            assert not scored[i]
+            assert all(math.isnan(got[s][i]) for s in got)
+            continue
+        assert scored[i]
+        for scale, value in want.items():
+            if value is None:
+                assert math.isnan(got[scale][i])
+            else:
+                assert got[scale][i] == value, (i, scale)
