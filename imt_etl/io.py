@@ -56,21 +56,62 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[Any]:
-    """A binary file handle for a file too big to hold in memory: written to a temp file,
-    renamed over `path` only when the block ends without an exception."""
+    """A binary file handle (`write` only) for a file too big to hold in memory: written to a
+    temp file, renamed over `path` only when the block ends without an exception."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            yield handle
+            yield _WritebackFile(handle)
             handle.flush()
             os.fsync(handle.fileno())
         maybe_crash("atomic-write", path)  # same hook (and count) as every other atomic write
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _WritebackFile:
+    """A file whose pages the kernel starts writing to disk every `WRITEBACK_BYTES`, so that
+    the fsync at the end waits for the last stretch only, not for the whole file: on a 1.4 GB
+    FHIR export the disk writes while the merge goes on (Linux `sync_file_range`; elsewhere
+    the kernel's own writeback)."""
+
+    WRITEBACK_BYTES = 32 << 20
+
+    def __init__(self, handle):
+        self._handle, self._unsent, self._sent = handle, 0, 0
+
+    def write(self, data: bytes) -> int:
+        written = self._handle.write(data)
+        self._unsent += written
+        if self._unsent >= self.WRITEBACK_BYTES:
+            self._handle.flush()
+            _start_writeback(self._handle.fileno(), self._sent, self._unsent)
+            self._sent, self._unsent = self._sent + self._unsent, 0
+        return written
+
+
+def _writeback_call():
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+        call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+        return call
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_SYNC_FILE_RANGE = _writeback_call()
+_SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out; do not wait (linux/fs.h)
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: errors ignored
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
