@@ -64,7 +64,10 @@ def to_observation(
         raise ValueError("to_observation needs at least one measurement row")
     build = _Builder(_Columns.of_rows(rows), ctx, visits=None if encounter else (),
                      derived_from=derived_from)
-    return build.observation(list(range(len(rows))))
+    try:
+        return build.observation(list(range(len(rows))))
+    finally:
+        build.close()
 
 
 def observations(
@@ -81,7 +84,10 @@ def observations(
     """
     columns = _Columns.of_table(table)
     build = _Builder(columns, ctx, visits=visits, derived_from=derived_from)
-    return [build.observation(rows) for rows in _groups(columns)]
+    try:
+        return [build.observation(rows) for rows in _groups(columns)]
+    finally:
+        build.close()
 
 
 # --- the table, column-wise -----------------------------------------------------------------------
@@ -214,6 +220,13 @@ class _Builder:
         self._visit_parts: dict[tuple, _VisitParts] = {}
         self._record_events: dict[VisitKey, tuple[dict, dict | None]] = {}
         self._effectives = _effectives(columns, ctx)
+
+    def close(self) -> None:
+        """Break the cycle builder -> measure parts -> their value reader (a method of the
+        builder): left to the cyclic collector, which a run calls rarely (imt_etl.gcpolicy),
+        every batch's builder and its columns stayed in memory (+290 MB at 400 participants)."""
+        self._measures.clear()
+        self._visit_parts.clear()
 
     def observation(self, rows: list[int]) -> dict[str, Any]:
         """The Observation of the rows of one measure (and its components) at one visit."""
