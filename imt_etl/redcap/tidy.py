@@ -195,6 +195,38 @@ def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, i
     return _Key(record, arm, event, instrument, instance, order)
 
 
+def _keyed_rows(rows: Iterable[Mapping[str, str]], meta: ProjectMeta,
+                event_order: dict[str, int], rid_field: str
+                ) -> list[tuple[_Key, Mapping[str, str]]]:
+    """(key, row) per row. Rows of plain, valid string keys take an inlined copy of `_row_key`;
+    any other row goes through `_row_key` itself, which converts or raises as it always has."""
+    natural_of: dict[str, tuple] = {}
+    arms = meta.event_arms
+    out = []
+    for row in rows:
+        get = row.get
+        record, event, instrument, instance_text = (
+            get(rid_field), get(EVENT_KEY) or None, get(REPEAT_INSTRUMENT_KEY) or None,
+            get(REPEAT_INSTANCE_KEY) or "")
+        if (type(record) is not str or not record
+                or (event is not None and type(event) is not str)
+                or (event_order and event not in event_order)
+                or (instrument is not None and type(instrument) is not str)
+                or type(instance_text) is not str
+                or (instance_text and not instance_text.isdigit())):
+            out.append((_row_key(row, meta, event_order, rid_field, natural_of), row))
+            continue
+        natural = natural_of.get(record)
+        if natural is None:
+            natural = natural_of[record] = (
+                (0, int(record), record) if record.isdigit() else (1, 0, record))
+        instance = int(instance_text) if instance_text else None
+        order = (natural, event_order.get(event or "", -1), instrument or "", instance or 0)
+        out.append((_Key(record, arms.get(event) if event else None, event, instrument,
+                         instance, order), row))
+    return out
+
+
 def _key_frame(keys: list[_Key]) -> dict[str, pd.Series]:
     records, arms, events, instruments, instances, _ = (
         zip(*keys, strict=True) if keys else ((),) * 6
@@ -615,12 +647,8 @@ def tidy_instruments(
     _check_names(meta)
     event_order = {name: i for i, name in enumerate(meta.event_arms)}
     rid = meta.dictionary.record_id_field
-    natural_of: dict[str, tuple] = {}
-    keyed = sorted(
-        ((_row_key(row, meta, event_order, rid, natural_of), row) for row in rows),
-        key=lambda kr: kr[0].order,
-    )
-    del natural_of
+    keyed = _keyed_rows(rows, meta, event_order, rid)
+    keyed.sort(key=lambda kr: kr[0].order)
     dags = _record_dags(keyed)
     chosen_by_form = _rows_with_data(keyed, meta, [f for f in meta.dictionary.forms if f in wanted])
     result = TidyResult({}, {}, [])
