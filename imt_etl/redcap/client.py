@@ -415,16 +415,18 @@ class RedcapClient:
 
 
 def _strings(row: dict) -> dict[str, str]:
-    """A copy of an exported row with every key and value a string (None as "").
+    """An exported row with every key and value a string (None as ""): a converted copy, or
+    the row itself when it already is a plain dict of strings.
 
     JSON rows nearly always are already: two C-level joins check that (TypeError on a
-    non-string) instead of converting value by value, which was the main cost of an export."""
+    non-string) instead of converting value by value, which was the main cost of an export.
+    The parsed JSON is ours alone, so such a row is not copied (the snapshot compacts it)."""
     try:
         "".join(row)
         "".join(row.values())
     except TypeError:
         return {str(k): "" if v is None else str(v) for k, v in row.items()}
-    return dict(row)
+    return row if type(row) is dict else dict(row)
 
 
 def deleted_record_id(entry: dict, record_id_field: str | None = None) -> str | None:

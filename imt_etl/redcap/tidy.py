@@ -37,8 +37,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from itertools import compress, repeat
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -160,8 +162,7 @@ def parse_missing_codes(text: str) -> tuple[Choice, ...]:
 # -- keys ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Key:
+class _Key(NamedTuple):  # a tuple: built once per row, ~5x cheaper than a frozen dataclass
     record: str
     arm: int | None
     event: str | None
@@ -171,7 +172,7 @@ class _Key:
 
 
 def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, int],
-             rid_field: str | None = None) -> _Key:
+             rid_field: str | None = None, natural_of: dict[str, tuple] | None = None) -> _Key:
     rid_field = rid_field or meta.dictionary.record_id_field
     record = str(row.get(rid_field) or "")
     if not record:
@@ -184,21 +185,58 @@ def _row_key(row: Mapping[str, str], meta: ProjectMeta, event_order: dict[str, i
     if instance_text and not instance_text.isdigit():
         raise RedcapError(f"record {record!r}: repeat instance {instance_text!r} is not a number")
     instance = int(instance_text) if instance_text else None
-    natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+    natural = natural_of.get(record) if natural_of is not None else None
+    if natural is None:  # the same for every row of a record: computed once when cached
+        natural = (0, int(record), record) if record.isdigit() else (1, 0, record)
+        if natural_of is not None:
+            natural_of[record] = natural
     order = (natural, event_order.get(event or "", -1), instrument or "", instance or 0)
     arm = meta.event_arms.get(event) if event else None
     return _Key(record, arm, event, instrument, instance, order)
 
 
+def _keyed_rows(rows: Iterable[Mapping[str, str]], meta: ProjectMeta,
+                event_order: dict[str, int], rid_field: str
+                ) -> list[tuple[_Key, Mapping[str, str]]]:
+    """(key, row) per row. Rows of plain, valid string keys take an inlined copy of `_row_key`;
+    any other row goes through `_row_key` itself, which converts or raises as it always has."""
+    natural_of: dict[str, tuple] = {}
+    arms = meta.event_arms
+    out = []
+    for row in rows:
+        get = row.get
+        record, event, instrument, instance_text = (
+            get(rid_field), get(EVENT_KEY) or None, get(REPEAT_INSTRUMENT_KEY) or None,
+            get(REPEAT_INSTANCE_KEY) or "")
+        if (type(record) is not str or not record
+                or (event is not None and type(event) is not str)
+                or (event_order and event not in event_order)
+                or (instrument is not None and type(instrument) is not str)
+                or type(instance_text) is not str
+                or (instance_text and not instance_text.isdigit())):
+            out.append((_row_key(row, meta, event_order, rid_field, natural_of), row))
+            continue
+        natural = natural_of.get(record)
+        if natural is None:
+            natural = natural_of[record] = (
+                (0, int(record), record) if record.isdigit() else (1, 0, record))
+        instance = int(instance_text) if instance_text else None
+        order = (natural, event_order.get(event or "", -1), instrument or "", instance or 0)
+        out.append((_Key(record, arms.get(event) if event else None, event, instrument,
+                         instance, order), row))
+    return out
+
+
 def _key_frame(keys: list[_Key]) -> dict[str, pd.Series]:
+    records, arms, events, instruments, instances, _ = (
+        zip(*keys, strict=True) if keys else ((),) * 6
+    )
     return {
-        "record_id": pd.Series([k.record for k in keys], dtype=STRING_DTYPE),
-        "redcap_arm": pd.Series([k.arm for k in keys], dtype="Int64"),
-        "redcap_event_name": pd.Series([k.event for k in keys], dtype=STRING_DTYPE),
-        "redcap_repeat_instrument": pd.Series(
-            [k.repeat_instrument for k in keys], dtype=STRING_DTYPE
-        ),
-        "redcap_repeat_instance": pd.Series([k.repeat_instance for k in keys], dtype="Int64"),
+        "record_id": pd.Series(list(records), dtype=STRING_DTYPE),
+        "redcap_arm": pd.Series(list(arms), dtype="Int64"),
+        "redcap_event_name": pd.Series(list(events), dtype=STRING_DTYPE),
+        "redcap_repeat_instrument": pd.Series(list(instruments), dtype=STRING_DTYPE),
+        "redcap_repeat_instance": pd.Series(list(instances), dtype="Int64"),
     }
 
 
@@ -257,6 +295,56 @@ def field_kind(f: Field) -> str:
     return "string"
 
 
+# Whole-column fast paths: the join of a column's values, one per line, matches only when every
+# value is plain ASCII that its _parse_* function accepts and converts exactly as `convert`
+# does (a value that itself holds a newline makes `convert` fail). Anything else -- a bad
+# value, a Unicode digit, a trailing newline -- takes the value-by-value path, which reports it.
+_FAST: dict[str, tuple[re.Pattern[str], Callable[[str], Any]]] = {
+    # Possessive loops over unambiguous lines: a failing column fails in linear time.
+    "integer": (re.compile(r"(?:[-+]?[0-9]+\n)*+"), int),
+    "number": (re.compile(
+        r"(?:[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\n)*+"), float),
+    "date": (re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}\n)*+"), date.fromisoformat),
+    "datetime": (re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(?::[0-9]{2})?\n)*+"),
+                 datetime.fromisoformat),
+    "string": (re.compile(r"(?s:.*)"), str),
+}
+
+
+def _fast_parse(kind: str, values: list[str]) -> list[Any] | None:
+    """The values converted, or None when one of them needs the value-by-value path."""
+    fast = _FAST.get(kind)
+    if fast is None or not fast[0].fullmatch("\n".join(values) + "\n" if values else ""):
+        return None
+    try:
+        return list(map(fast[1], values))
+    except ValueError:  # e.g. 2024-02-30, or an int() digit limit
+        return None
+
+
+def _column(n: int, at: list[int], values: list[Any], dtype: Any) -> pd.Series:
+    """A Series of n cells, `values` at positions `at` and null elsewhere."""
+    if dtype == "Int64" or dtype == "Float64":
+        # The masked array directly, holding what pandas fills null cells with (1 or NaN).
+        data = np.full(n, 1 if dtype == "Int64" else np.nan,
+                       dtype=np.int64 if dtype == "Int64" else np.float64)
+        mask = np.ones(n, dtype=bool)
+        try:
+            data[at] = values
+        except OverflowError:  # beyond int64: as pandas would from the list (it raises)
+            listed: list[Any] = [None] * n
+            for i, value in zip(at, values, strict=True):
+                listed[i] = value
+            return pd.Series(listed, dtype=dtype)
+        mask[at] = False
+        array = (pd.arrays.IntegerArray if dtype == "Int64" else pd.arrays.FloatingArray)
+        return pd.Series(array(data, mask))
+    cells = np.empty(n, dtype=object)  # None everywhere, as the list pandas would be given
+    if at:
+        cells[at] = values
+    return pd.Series(cells, dtype=dtype)
+
+
 _SCALAR: dict[str, tuple[Parser, str, Any]] = {
     "integer": (_parse_integer, "dict.integer", "Int64"),
     "number": (_parse_number, "dict.number", "Float64"),
@@ -271,20 +359,34 @@ _SCALAR: dict[str, tuple[Parser, str, Any]] = {
 
 
 class _FormBuilder:
-    """Builds one instrument's typed and raw tables from its rows (already sorted)."""
+    """Builds one instrument's typed and raw tables from its rows (already sorted).
+
+    Column at a time: a cell is read from its row once, and parsing, choice lookups and Series
+    building run over the column's non-empty values (C-level where the values allow)."""
 
     def __init__(self, form: str, meta: ProjectMeta, rows: list[Mapping[str, str]], keys, issues):
         self.form, self.meta, self.rows, self.keys = form, meta, rows, keys
         self.issues: list[TypeIssue] = issues
         self.columns: dict[str, pd.Series] = _key_frame(keys)
-        self.raw: dict[str, pd.Series] = _key_frame(keys)
+        self.raw: dict[str, pd.Series] = dict(self.columns)  # DataFrames copy their columns
         self.describe: dict[str, dict[str, str]] = {}
         self.missing = {c.code for c in meta.missing_codes}
+        self._plain_dicts = set(map(type, rows)) <= {dict}
+
+    def cells(self, name: str) -> list[Any]:
+        """Each row's value of `name` ("" when the row lacks it), as stored."""
+        n = len(self.rows)
+        if self._plain_dicts:  # dict.get mapped over the rows: no Python step per cell
+            return list(map(dict.get, self.rows, repeat(name, n), repeat("", n)))
+        return [row.get(name, "") for row in self.rows]
 
     def add(self, name: str, values: list, dtype: Any, **description: str) -> None:
+        self.add_series(name, pd.Series(values, dtype=dtype), **description)
+
+    def add_series(self, name: str, series: pd.Series, **description: str) -> None:
         if name in self.columns:
             raise DictionaryError(name, f"column {name!r} of instrument {self.form!r} exists twice")
-        self.columns[name] = pd.Series(values, dtype=dtype)
+        self.columns[name] = series
         self.describe[name] = description
 
     def add_dag(self, groups: list[str | None]) -> None:
@@ -294,7 +396,11 @@ class _FormBuilder:
         self.describe[DAG_KEY] = {"label": "REDCap data access group", "kind": "key"}
 
     def add_raw(self, name: str) -> list[str]:
-        values = [str(row.get(name) or "") for row in self.rows]
+        values = self.cells(name)
+        try:
+            "".join(values)  # all strings (the usual case): nothing to convert
+        except TypeError:
+            values = [str(v or "") for v in values]
         self.raw[name] = pd.Series(values, dtype=STRING_DTYPE)
         return values
 
@@ -316,34 +422,46 @@ class _FormBuilder:
             self.add_checkbox(f)
             return
         raw = self.add_raw(f.name)
+        n = len(raw)
         missing = self.uses_missing(f)
         own_codes = self.missing if missing else frozenset()
-        choice_labels = _choice_labels(f) if kind == "choice" else {}
-        # Null unless parsed below: most cells are empty, they cost one check each.
-        typed: list[Any] = [None] * len(raw)
-        codes: list[str | None] = [None] * len(raw)
-        labels: list[str | None] = [None] * len(raw)
-        for i, value in enumerate(raw):
-            if value in own_codes:
-                codes[i] = value
-            elif not value:
-                continue
-            elif kind == "choice":
-                label = choice_labels.get(value)
-                if label is None:
-                    self.issue(i, f.name, value, "dict.choice", "not one of the field's choices")
-                typed[i] = value if label is not None else None
-                labels[i] = label
-            else:
-                typed[i] = self.parse(i, f, kind, value)
-        dtype = STRING_DTYPE if kind == "choice" else _SCALAR[kind][2]
-        self.add(f.name, typed, dtype, field=f.name, label=f.label, kind=kind)
+        at = list(compress(range(n), raw))  # the non-empty cells
+        code_at: list[int] = []
+        if own_codes and ("" in own_codes or not own_codes.isdisjoint(raw)):
+            code_at = [i for i in range(n) if raw[i] in own_codes]
+            at = [i for i in at if raw[i] not in own_codes]
+        values = [raw[i] for i in at]
         if kind == "choice":
-            self.add(f"{f.name}_label", labels, STRING_DTYPE, field=f.name, label=f.label,
-                     kind="choice_label")
+            choice_labels = _choice_labels(f)
+            labels = list(map(choice_labels.get, values))
+            if None in labels:
+                for i, value, label in zip(at, values, labels, strict=True):
+                    if label is None:
+                        self.issue(i, f.name, value, "dict.choice",
+                                   "not one of the field's choices")
+                chosen = [(i, v, lab) for i, v, lab in zip(at, values, labels, strict=True)
+                          if lab is not None]
+                at = [i for i, _, _ in chosen]
+                values = [v for _, v, _ in chosen]
+                labels = [lab for _, _, lab in chosen]
+            self.add_series(f.name, _column(n, at, values, STRING_DTYPE), field=f.name,
+                            label=f.label, kind=kind)
+            self.add_series(f"{f.name}_label", _column(n, at, labels, STRING_DTYPE),
+                            field=f.name, label=f.label, kind="choice_label")
+        else:
+            parsed = _fast_parse(kind, values)
+            if parsed is None:
+                parsed = [self.parse(i, f, kind, value) for i, value in zip(at, values,
+                                                                            strict=True)]
+                if None in parsed:  # failed values stay null
+                    kept = [(i, v) for i, v in zip(at, parsed, strict=True) if v is not None]
+                    at, parsed = [i for i, _ in kept], [v for _, v in kept]
+            self.add_series(f.name, _column(n, at, parsed, _SCALAR[kind][2]), field=f.name,
+                            label=f.label, kind=kind)
         if missing:
-            self.add(f"{f.name}_missing", codes, STRING_DTYPE, field=f.name, label=f.label,
-                     kind="missing_code")
+            self.add_series(f"{f.name}_missing",
+                            _column(n, code_at, [raw[i] for i in code_at], STRING_DTYPE),
+                            field=f.name, label=f.label, kind="missing_code")
 
     def parse(self, index: int, f: Field, kind: str, value: str) -> Any:
         parser, rule, _ = _SCALAR[kind]
@@ -357,44 +475,63 @@ class _FormBuilder:
         missing_cols = {
             c.code: checkbox_column(f.name, c.code) for c in self.meta.missing_codes
         } if self.uses_missing(f) else {}
-        present = {col for row in self.rows for col in row}
-        for col in missing_cols.values():
-            if col in present:
-                self.add_raw(col)
-        missing: list[str | None] = [
-            next((code for code, col in missing_cols.items() if row.get(col) == "1"), None)
-            for row in self.rows
-        ]
+        n = len(self.rows)
+        missing: list[str | None] = [None] * n
+        if missing_cols:
+            present = set().union(*self.rows)
+            for col in missing_cols.values():
+                if col in present:
+                    self.add_raw(col)
+            # The first code (in project order) whose column is "1" wins.
+            for code, col in reversed(missing_cols.items()):
+                if col in present:
+                    for i, value in enumerate(self.cells(col)):
+                        if value == "1":
+                            missing[i] = code
+        ticked_missing = any(m is not None for m in missing)
         for choice in f.choices:
             col = checkbox_column(f.name, choice.code)
-            values: list[bool | None] = []
-            for i, value in enumerate(self.add_raw(col)):
-                if missing[i] is not None:
-                    values.append(None)
-                elif value in ("", "0", "1"):
-                    values.append(value == "1")
-                else:
-                    self.issue(i, col, value, "dict.choice", "not a checkbox value (0 or 1)")
-                    values.append(None)
-            self.add(col, values, "boolean", field=f.name, label=f.label, kind="checkbox",
-                     choice_code=choice.code, choice_label=choice.label)
+            raw = self.add_raw(col)
+            if not ticked_missing and set(raw) <= {"", "0", "1"}:
+                values = np.fromiter(map("1".__eq__, raw), dtype=bool, count=n)
+                series = pd.Series(pd.arrays.BooleanArray(values, np.zeros(n, dtype=bool)))
+            else:
+                cells: list[bool | None] = []
+                for i, value in enumerate(raw):
+                    if missing[i] is not None:
+                        cells.append(None)
+                    elif value in ("", "0", "1"):
+                        cells.append(value == "1")
+                    else:
+                        self.issue(i, col, value, "dict.choice", "not a checkbox value (0 or 1)")
+                        cells.append(None)
+                series = pd.Series(cells, dtype="boolean")
+            self.add_series(col, series, field=f.name, label=f.label, kind="checkbox",
+                            choice_code=choice.code, choice_label=choice.label)
         if missing_cols:
             self.add(f"{f.name}_missing", missing, STRING_DTYPE, field=f.name, label=f.label,
                      kind="missing_code")
 
     def add_complete(self) -> None:
         name = f"{self.form}_complete"
-        codes: list[str | None] = []
-        labels: list[str | None] = []
-        for i, value in enumerate(self.add_raw(name)):
-            label = next((c.label for c in COMPLETE_CHOICES if c.code == value), None)
-            if value and label is None:
-                self.issue(i, name, value, "dict.choice", "not a form status (0, 1 or 2)")
-            codes.append(value if label else None)
-            labels.append(label)
-        self.add(name, codes, "Int64", field=name, label="Complete?", kind="complete")
-        self.add(f"{name}_label", labels, STRING_DTYPE, field=name, label="Complete?",
-                 kind="choice_label")
+        raw = self.add_raw(name)
+        n = len(raw)
+        at = list(compress(range(n), raw))
+        values = [raw[i] for i in at]
+        labels = list(map(_COMPLETE_LABELS.get, values))
+        if None in labels:
+            for i, value, label in zip(at, values, labels, strict=True):
+                if label is None:
+                    self.issue(i, name, value, "dict.choice", "not a form status (0, 1 or 2)")
+            kept = [(i, v, lab) for i, v, lab in zip(at, values, labels, strict=True)
+                    if lab is not None]
+            at, values, labels = ([i for i, _, _ in kept], [v for _, v, _ in kept],
+                                  [lab for _, _, lab in kept])
+        # As pd.Series(["0", "2"], dtype="Int64") would: the codes are plain digits.
+        self.add_series(name, _column(n, at, list(map(int, values)), "Int64"), field=name,
+                        label="Complete?", kind="complete")
+        self.add_series(f"{name}_label", _column(n, at, labels, STRING_DTYPE), field=name,
+                        label="Complete?", kind="choice_label")
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         typed = pd.DataFrame(self.columns)
@@ -402,6 +539,9 @@ class _FormBuilder:
         raw = pd.DataFrame(self.raw)
         raw.attrs = {"instrument": self.form}
         return typed, raw
+
+
+_COMPLETE_LABELS = {c.code: c.label for c in COMPLETE_CHOICES}
 
 
 def _choice_labels(f: Field) -> dict[str, str]:
@@ -435,6 +575,31 @@ def _has_data(row: Mapping[str, str], form: str, plain: list[str], boxes: list[s
     if row.get(f"{form}_complete"):
         return True
     return any(row.get(c) for c in plain) or any(row.get(c) == "1" for c in boxes)
+
+
+def _rows_with_data(keyed: list[tuple[_Key, Mapping[str, str]]], meta: ProjectMeta,
+                    forms: list[str]) -> dict[str, list[tuple[_Key, Mapping[str, str]]]]:
+    """form -> its rows with data (in `keyed` order): a row of a repeating instrument only for
+    that instrument, any other row for every form.
+
+    One pass over the rows. A row that has none of a form's columns cannot have data for it:
+    that C-level set test skips most (row, form) pairs before the exact `_has_data` check."""
+    chosen: dict[str, list[tuple[_Key, Mapping[str, str]]]] = {form: [] for form in forms}
+    checks = []
+    for form in forms:
+        plain, boxes = _data_columns(meta, form)
+        checks.append((form, frozenset([*plain, *boxes, f"{form}_complete"]), plain, boxes,
+                       chosen[form].append))
+    by_form = {check[0]: [check] for check in checks}
+    for kr in keyed:
+        key, row = kr
+        names = row.keys()
+        for form, columns, plain, boxes, append in (
+            checks if key.repeat_instrument is None else by_form.get(key.repeat_instrument, ())
+        ):
+            if not names.isdisjoint(columns) and _has_data(row, form, plain, boxes):
+                append(kr)
+    return chosen
 
 
 def _record_dags(keyed: list[tuple[_Key, Mapping[str, str]]]) -> dict[str, str | None] | None:
@@ -482,19 +647,15 @@ def tidy_instruments(
     _check_names(meta)
     event_order = {name: i for i, name in enumerate(meta.event_arms)}
     rid = meta.dictionary.record_id_field
-    keyed = sorted(
-        ((_row_key(row, meta, event_order, rid), row) for row in rows), key=lambda kr: kr[0].order
-    )
+    keyed = _keyed_rows(rows, meta, event_order, rid)
+    keyed.sort(key=lambda kr: kr[0].order)
     dags = _record_dags(keyed)
+    chosen_by_form = _rows_with_data(keyed, meta, [f for f in meta.dictionary.forms if f in wanted])
     result = TidyResult({}, {}, [])
     for form in meta.dictionary.forms:
         if form not in wanted:
             continue
-        plain, boxes = _data_columns(meta, form)
-        chosen = [
-            (k, row) for k, row in keyed
-            if k.repeat_instrument in (None, form) and _has_data(row, form, plain, boxes)
-        ]
+        chosen = chosen_by_form.pop(form)
         keys = [k for k, _ in chosen]
         _check_unique(form, keys)
         builder = _FormBuilder(form, meta, [row for _, row in chosen], keys, result.issues)

@@ -89,6 +89,8 @@ class EventContext:
     def __init__(self, raw: Mapping[str, pd.DataFrame]):
         self.raw = raw
         self._wide: pd.DataFrame | None = None
+        # frame id -> (frame, its context keys): one computation per form, not per field.
+        self._keys: dict[int, tuple[pd.DataFrame, pd.Series]] = {}
 
     @property
     def wide(self) -> pd.DataFrame:
@@ -108,8 +110,14 @@ class EventContext:
         wide = pd.concat(parts, axis=1) if parts else pd.DataFrame()
         return wide[~wide.index.duplicated()]
 
+    def context_keys(self, frame: pd.DataFrame) -> pd.Series:
+        hit = self._keys.get(id(frame))
+        if hit is None or hit[0] is not frame:
+            hit = self._keys[id(frame)] = (frame, _context_keys(frame))
+        return hit[1]
+
     def columns_for(self, frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
-        keys = _context_keys(frame)
+        keys = self.context_keys(frame)
         out: dict[str, pd.Series] = {}
         for col in columns:
             if col in frame.columns:

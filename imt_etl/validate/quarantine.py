@@ -79,6 +79,8 @@ def sort_findings(frame: pd.DataFrame, event_order: dict[str, int]) -> pd.DataFr
 
 
 def _text(part: pd.Series) -> list[str]:
+    if isinstance(part.dtype, pd.StringDtype):  # already strings: no str() per value
+        return part.to_numpy(dtype=object, na_value="").tolist()
     return ["" if v is None else str(v) for v in part.to_numpy(dtype=object, na_value=None)]
 
 
@@ -88,7 +90,7 @@ def key_strings(parts: list[pd.Series]) -> pd.Series:
     Plain Python over object arrays: several times faster than pandas string concatenation
     at these sizes (thousands of rows).
     """
-    joined = ["\x1f".join(t) for t in zip(*(_text(p) for p in parts), strict=True)]
+    joined = list(map("\x1f".join, zip(*(_text(p) for p in parts), strict=True)))
     return pd.Series(joined, index=parts[0].index, dtype=object)
 
 
