@@ -6,7 +6,8 @@ resources (tests/fhir/test_writer.py), built from the spooled lines instead of d
    mark amended Observations against the previous file, and note the ids (for the next run and
    for pass 2); previous ids that no longer occur become DELETEs;
 2. bundles: the NDJSON lines wrapped as PUT entries, `bundle_size` per file, then the DELETEs.
-At most one temp output file exists at any time, as with the other writers.
+At most one temp output file of this writer exists at any time (the bundle writer thread
+writes one file after the other).
 """
 
 from __future__ import annotations
