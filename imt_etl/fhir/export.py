@@ -7,8 +7,10 @@ row (from the row's REDCap strings), with the ids Observation.derivedFrom alread
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -106,6 +108,27 @@ def record_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFram
                 table: pd.DataFrame | None = None) -> Resources:
     """The resources of the records in `valid` (any subset: each depends only on its record).
     `table` is their measurement table when already computed."""
+    with _collector_paused():
+        return _record_fhir(valid, raw, meta, ctx, questionnaires, table)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is built: every container made is kept
+    (the batch's resources), so its collections would only rescan them (~1/5 of the CPU)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _record_fhir(valid: Mapping[str, pd.DataFrame], raw: Mapping[str, pd.DataFrame],
+                 meta: ProjectMeta, ctx: FhirContext, questionnaires: Mapping[str, dict],
+                 table: pd.DataFrame | None) -> Resources:
     resources = participant_resources(valid, ctx.mapping, meta, ctx=ctx, table=table)
     encounters = {e["id"] for e in resources.get("Encounter", [])}
     responses = []
