@@ -21,7 +21,7 @@ reference: treat the returned resources as read-only below the top level (status
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -42,6 +42,7 @@ CATEGORY_DISPLAY = {
     "therapy": "Therapy", "activity": "Activity",
 }
 _DECIMALS = 6
+_KINDS = frozenset({"codeable", "string", "boolean", "integer"})  # else a quantity
 _UNKNOWN = {"coding": [{"system": DATA_ABSENT, "code": "unknown", "display": "Unknown"}]}
 
 Row = Mapping[str, Any]
@@ -85,7 +86,7 @@ def observations(
     columns = _Columns.of_table(table)
     build = _Builder(columns, ctx, visits=visits, derived_from=derived_from)
     try:
-        return [build.observation(rows) for rows in _groups(columns)]
+        return build.every()
     finally:
         build.close()
 
@@ -152,16 +153,6 @@ class _Columns:
         return values
 
 
-def _groups(columns: _Columns) -> Iterable[list[int]]:
-    """Row numbers per Observation (a measure and its components), first appearance first."""
-    groups: dict[tuple, list[int]] = {}
-    keys = zip(columns.record_values, columns.events, columns.repeat_forms, columns.instances,
-               columns.measures, strict=True)
-    for number, key in enumerate(keys):
-        groups.setdefault(key, []).append(number)
-    return groups.values()
-
-
 def _objects(column: pd.Series) -> list[Any]:
     """column.to_numpy(dtype=object).tolist(), the same values; a pyarrow date column (whose
     conversion boxes element by element) converts each distinct value once instead."""
@@ -170,11 +161,13 @@ def _objects(column: pd.Series) -> list[Any]:
         return column.to_numpy(dtype=object).tolist()
     codes, distinct = column.factorize(use_na_sentinel=False)
     values = distinct.to_numpy(dtype=object).tolist()
-    return [values[c] for c in codes.tolist()]
+    return list(map(values.__getitem__, codes.tolist()))
 
 
 def _texts(values: list[Any]) -> list[str | None]:
-    return [v if type(v) is str else _text(v) for v in values]
+    na = pd.NA  # most non-text cells are null: answered without a call to _text
+    return [v if type(v) is str else None if v is na or v is None else _text(v)
+            for v in values]
 
 
 def _texts_or_str(values: list[Any]) -> list[str]:
@@ -194,6 +187,7 @@ class _MeasureParts:
     id_tail: bytes  # the measure's part of the Observation ids (see ids.prefixed_id)
     order: dict[str, int]  # component measure -> position in the mapping
     value: Callable[[Measure, int, str], tuple[str, Any]]  # (row, record) -> value[x] element
+    kind: str  # the value's type: "quantity", "integer" (read inline when usual) or another
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +262,74 @@ class _Builder:
             resource["component"] = [self._component(r, record) for r in parts]
         return resource
 
+    def every(self) -> list[dict[str, Any]]:
+        """Every Observation of the table: `observation` of each group of rows of one measure
+        (and its components) at one (record, event, instance), in the order of their first
+        rows; the usual Observation (one row, a float value, no components) built inline."""
+        c = self.columns
+        size = len(c.records)
+        # Each row's group is named by its first row: map() keeps the per-row work in C.
+        first: dict[tuple, int] = {}
+        leads = list(map(first.setdefault, zip(c.record_values, c.events, c.repeat_forms,
+                                                c.instances, c.measures, strict=True),
+                         range(size)))
+        groups: dict[int, list[int]] = {}
+        for row in [r for r, lead in enumerate(leads) if lead != r]:
+            lead = leads[row]
+            rows = groups.get(lead)
+            if rows is None:
+                rows = groups[lead] = [lead]
+            rows.append(row)
+        measures, measure_ids, records = c.measures, c.measure_ids, c.records
+        events, instances, values, units = c.events, c.instances, c.values, c.units
+        effectives, parts, visits = self._effectives, self._measures, self._visit_parts
+        prefixed_id = ids.prefixed_id
+        out = []
+        for lead in first.values():
+            measure_id = measures[lead]
+            if lead in groups or measure_ids[lead] != measure_id:
+                # components, or a measure's row repeated: the general builder
+                out.append(self.observation(groups.get(lead) or [lead]))
+                continue
+            shared = parts.get(measure_id) or self._measure(measure_id)
+            measure, record = shared.measure, records[lead]
+            key = (record, events[lead], measure.instrument, instances[lead])
+            visit = visits.get(key) or self._visit(*key)
+            resource: dict[str, Any] = {
+                "resourceType": "Observation",
+                "id": prefixed_id(visit.id_prefix, shared.id_tail),
+                "status": "final",
+                "category": shared.category,
+                "code": shared.code,
+                "subject": visit.subject,
+            }
+            if visit.encounter is not None:
+                resource["encounter"] = visit.encounter
+            effective = effectives[lead]
+            if effective:
+                resource["effectiveDateTime"] = effective
+            value = values[lead]
+            kind = shared.kind
+            if value.__class__ is not float or value != value:  # not a float, or NaN
+                element, content = shared.value(measure, lead, record)
+                resource[element] = content
+            elif kind == "quantity":  # _quantity, inlined
+                unit = units[lead]
+                unit = (unit if unit.__class__ is str else _text(unit)) or measure.unit or ""
+                rounded = round(value, _DECIMALS)
+                resource["valueQuantity"] = {
+                    "value": int(rounded) if rounded.is_integer() else rounded,
+                    "unit": measure.unit_display or unit, "system": UCUM, "code": unit}
+            elif kind == "integer" and value.is_integer():  # _integer, inlined
+                resource["valueInteger"] = int(value)
+            else:
+                element, content = shared.value(measure, lead, record)
+                resource[element] = content
+            if visit.derived_from is not None:
+                resource["derivedFrom"] = visit.derived_from
+            out.append(resource)
+        return out
+
     def _measure(self, measure_id: str) -> _MeasureParts:
         """The shared parts of a measure, made on its first Observation."""
         shared = self._measures.get(measure_id)
@@ -278,6 +340,7 @@ class _Builder:
                 id_tail=ids.id_tail(m.field or m.measure_id),
                 order={c: i for i, c in enumerate(m.components)},
                 value=self._value_reader(m.value_type),
+                kind=m.value_type if m.value_type in _KINDS else "quantity",
             )
         return shared
 

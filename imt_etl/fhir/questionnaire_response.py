@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -84,6 +84,7 @@ class _FieldPlan:
             self.missing.setdefault(m.code, m)
         self.boxes = tuple((checkbox_column(f.name, c.code), c) for c in f.choices)
         self.missing_boxes = tuple((checkbox_column(f.name, m.code), m) for m in own)
+        self.box_columns = tuple(col for col, _ in self.boxes + self.missing_boxes)
 
 
 class _Reader:
@@ -94,18 +95,28 @@ class _Reader:
 
     def answers(self, p: _FieldPlan, row: Mapping[str, str]) -> list[dict[str, Any]]:
         if p.is_checkbox:
-            out = [{"valueCoding": self._coding(p, c)} for col, c in p.boxes
-                   if _value(row, col) == "1"]
-            return out + [{"valueCoding": self._missing(m)} for col, m in p.missing_boxes
-                          if _value(row, col) == "1"]
+            return self.ticked(p, [_value(row, col) for col in p.box_columns])
         raw = row.get(p.name)
-        raw = raw.strip() if raw.__class__ is str else _value(row, p.name)  # _value, inlined
+        return self.value(p, raw if raw.__class__ is str else _value(row, p.name))
+
+    def value(self, p: _FieldPlan, raw: str) -> list[dict[str, Any]]:
+        """The answers of a (non-checkbox) field's raw string."""
+        raw = raw.strip()
         if raw == "":
             return []
         code = p.missing.get(raw)
         if code is not None:
             return [{"valueCoding": self._missing(code)}]
         return [self._typed(p, raw)]
+
+    def ticked(self, p: _FieldPlan, values: Sequence[str]) -> list[dict[str, Any]]:
+        """The answers of a checkbox field from its columns' strings (p.box_columns order)."""
+        ticks = [v.strip() == "1" for v in values]
+        out = [{"valueCoding": self._coding(p, c)}
+               for (_, c), tick in zip(p.boxes, ticks, strict=False) if tick]
+        return out + [{"valueCoding": self._missing(m)}
+                      for (_, m), tick in zip(p.missing_boxes, ticks[len(p.boxes):],
+                                              strict=True) if tick]
 
     def _missing(self, code: Choice) -> dict[str, str]:
         return {"system": missing_code_system(self.base, code.code), "code": code.code,
@@ -263,6 +274,30 @@ class ResponsePlan:
                        for i in items if i["type"] not in ("group", "display")
                        and dictionary.has_field(i["linkId"])]
 
+    @property
+    def columnar(self) -> bool:
+        """Whether `response_parts` can build this questionnaire's responses: each linkId
+        names one item (a cell made once per distinct value then stands for its item)."""
+        return len(set(self.links)) == len(self.links)
+
+    def shape(self, enabled: set[str]) -> _Shape:
+        """The response tree of the items in `enabled` with each data item as its position in
+        `fields`; data items outside `fields` (no answers ever) left out."""
+        index = {link: i for i, (link, _) in enumerate(self.fields)}
+
+        def nodes(tree: list[_Node]) -> list[tuple[dict[str, Any], Any, int]]:
+            out = []
+            for link, head, children in tree:
+                if link not in enabled:
+                    continue
+                if children is not None:
+                    out.append((head, nodes(children), -1))
+                elif link in index:
+                    out.append((head, None, index[link]))
+            return out
+
+        return nodes(self.tree)
+
     def fits(self, questionnaire: Mapping[str, Any], dictionary: DataDictionary,
              missing_codes: Sequence[Choice]) -> bool:
         return (questionnaire is self.questionnaire and dictionary is self.dictionary
@@ -335,6 +370,110 @@ def build_questionnaire_response(
     if items:
         resource["item"] = items
     return resource
+
+
+_Shape = list  # [(head, children shape or None, position in ResponsePlan.fields)]
+
+
+def response_parts(plan: ResponsePlan, column: Callable[[str], list[str]], size: int, *,
+                   form: str, records: Sequence[str], timezone: str = "UTC"
+                   ) -> list[tuple[str, list[dict[str, Any]]]] | None:
+    """(status, items) of each of `size` rows, as build_questionnaire_response gives them;
+    `column(name)` is a raw column's strings, one per row ("" where absent); `records` name
+    the rows' records in warnings.
+
+    Built column by column: each field's distinct values become their answers and item once
+    (shared by the rows holding them), and each distinct set of enabled items becomes a tree
+    once. None when a value does not fit its field (or the plan is not `columnar`): the
+    row-by-row builder then raises its error.
+    """
+    if not plan.columnar:
+        return None
+    reader = _Reader(plan.base, ZoneInfo(timezone), "")
+    heads: dict[str, dict[str, Any]] = {}
+    _heads(plan.tree, heads)
+    keys: list[list[Any]] = []  # per field, per row: what its answers are made from
+    answers_by_key: list[dict[Any, list]] = []  # per field: its answers of each key
+    cells: list[list[dict[str, Any] | None]] = []  # per field, per row: its item, if answered
+    try:
+        for link, p in plan.fields:
+            if p.is_checkbox:
+                col: list[Any] = (list(zip(*map(column, p.box_columns), strict=True))
+                                  if p.box_columns else [()] * size)
+                answers_of = reader.ticked
+            else:
+                col = column(p.name)
+                answers_of = reader.value
+            head = heads.get(link)
+            answers = {key: answers_of(p, key) for key in set(col)}
+            items = {key: {**head, "answer": got} if got and head is not None else None
+                     for key, got in answers.items()}
+            keys.append(col)
+            answers_by_key.append(answers)
+            cells.append([items[k] for k in col])
+    except FhirBuildError:
+        return None
+    complete = column(f"{form}_complete")
+    statuses = {v: "completed" if v.strip() == "2" else "in-progress" for v in set(complete)}
+    # The enabled items depend only on the questions' answers: worked out once per distinct set.
+    questions = [i for i, (link, _) in enumerate(plan.fields) if link in plan.questions]
+    question_keys = (list(zip(*(keys[i] for i in questions), strict=True)) if questions
+                     else [()] * size)
+    shapes: dict[tuple, tuple[Any, list[tuple[str, int]]]] = {}
+    out = []
+    for row, (items, qkey) in enumerate(zip(zip(*cells, strict=True) if cells else [()] * size,
+                                            question_keys, strict=True)):
+        found = shapes.get(qkey)
+        if found is None:
+            enabled = plan.enabled({plan.fields[i][0]: answers_by_key[i][k]
+                                    for i, k in zip(questions, qkey, strict=True)})
+            hidden = sorted((link, i) for i, (link, _) in enumerate(plan.fields)
+                            if link not in enabled)
+            found = shapes[qkey] = (_compiled(plan.shape(enabled)), hidden)
+        shape, hidden = found
+        for link, i in hidden:
+            if answers_by_key[i][keys[i][row]]:
+                logger.warning("record %s, form %s: %s has a value but its enableWhen hides "
+                               "it; omitted", records[row], form, link)
+        status = statuses[complete[row]]
+        if shape.__class__ is tuple:  # no groups: the answered items at these positions
+            out.append((status, [x for x in map(items.__getitem__, shape) if x is not None]))
+        else:
+            out.append((status, _fill(shape, items)))
+    return out
+
+
+def _compiled(shape: _Shape) -> _Shape | tuple[int, ...]:
+    """A shape without groups as the tuple of its items' positions."""
+    if any(children is not None for _, children, _ in shape):
+        return shape
+    return tuple(index for _, _, index in shape)
+
+
+def _heads(nodes: list[_Node], out: dict[str, dict[str, Any]]) -> None:
+    for link, head, children in nodes:
+        out[link] = head
+        if children is not None:
+            _heads(children, out)
+
+
+def _fill(shape: _Shape, cells: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    out = []
+    for head, children, index in shape:
+        if children is None:
+            item = cells[index]
+            if item is not None:
+                out.append(item)
+        else:
+            kids = _fill(children, cells)
+            if kids:
+                out.append({**head, "item": kids})
+    return out
+
+
+def response_has_timezone(authored: str) -> bool:
+    """Whether `authored` ends in a timezone, as a response's authored must."""
+    return _TZ.search(authored) is not None
 
 
 def _status(row: Mapping[str, str], form: str) -> str:

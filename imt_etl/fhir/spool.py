@@ -44,20 +44,24 @@ class Spool:
         """Serialise one batch into run files named by `name` (unique per batch) without
         registering them: a worker process writes, the owner `adopt`s. {type: (file, count)}.
         `tag_of` gives each resource's tag (its record's fingerprint, imt_etl.fhir.reuse)."""
-        groups: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
+        # Each resource becomes its whole line at once, and the lines are sorted as bytes: the
+        # order of (id, tag, json) since ids and tags hold no byte below TAB (uuids, hex, "-").
+        groups: dict[str, list[bytes]] = {}
+        kind, lines = None, []
         for resource in resources:
             rtype, rid = resource.get("resourceType"), resource.get("id")
             if not isinstance(rtype, str) or not rtype or not isinstance(rid, str) or not rid:
                 raise ValueError(f"resource without resourceType/id: {str(resource)[:120]}")
             tag = tag_of(resource) if tag_of else NO_TAG
-            groups.setdefault(rtype, []).append((rid.encode(), tag, dumps(resource)))
+            if rtype != kind:  # a batch's resources come type by type
+                kind, lines = rtype, groups.setdefault(rtype, [])
+            lines.append(b"%b\t%b\t%b\n" % (rid.encode(), tag, dumps(resource)))
         written = {}
         for rtype, items in groups.items():
             items.sort()
             path = self.folder / f"{rtype}.{name}.run"
             with open(path, "wb") as handle:
-                handle.writelines(rid + b"\t" + tag + b"\t" + line + b"\n"
-                                  for rid, tag, line in items)
+                handle.write(b"".join(items))
             written[rtype] = (path, len(items))
         return written
 

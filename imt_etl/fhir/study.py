@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from imt_etl.fhir.codesystem import to_codesystem
@@ -226,9 +227,9 @@ def visit_keys(tables: Tables, event_order: Sequence[str] = ()) -> list[VisitKey
     """
     found: set[VisitKey] = set()
     for df in tables.values():
-        plain = df[df["redcap_repeat_instrument"].isna()]
-        for record, event in zip(plain["record_id"], plain["redcap_event_name"], strict=True):
-            found.add((str(record), None if pd.isna(event) else str(event)))
+        plain = df["redcap_repeat_instrument"].isna().to_numpy()
+        found.update(zip(_strs(df["record_id"], plain), _texts(df["redcap_event_name"], plain),
+                         strict=True))
     order = {r: i for i, r in enumerate(record_ids(tables))}
     events = {e: i for i, e in enumerate(event_order)}
     return sorted(found, key=lambda k: (order[k[0]], events.get(k[1] or "", len(events)),
@@ -299,10 +300,25 @@ def _column(df: pd.DataFrame, name: str, required: bool = False) -> list[Any] | 
 def _record_arms(tables: Tables) -> dict[str, int]:
     arms: dict[str, int] = {}
     for df in tables.values():
-        for record, arm in zip(df["record_id"], df["redcap_arm"], strict=True):
-            if not pd.isna(arm):
-                arms.setdefault(str(record), int(arm))
+        known = df["redcap_arm"].notna().to_numpy()
+        for record, arm in zip(_strs(df["record_id"], known),
+                               df["redcap_arm"].to_numpy(dtype=object)[known].tolist(),
+                               strict=True):
+            arms.setdefault(record, int(arm))
     return arms
+
+
+def _strs(column: pd.Series, rows: np.ndarray) -> list[str]:
+    """str() of a column's values at the `rows` mask."""
+    return [str(v) for v in column.to_numpy(dtype=object)[rows].tolist()]
+
+
+def _texts(column: pd.Series, rows: np.ndarray) -> list[str | None]:
+    """str() of a column's values at the `rows` mask, None where null (as pd.isna): one
+    vectorised null check and conversion, not a pandas scalar per cell."""
+    values = column.to_numpy(dtype=object)[rows].tolist()
+    nulls = column.isna().to_numpy()[rows].tolist()
+    return [None if null else str(v) for v, null in zip(values, nulls, strict=True)]
 
 
 def _arm_numbers(meta: ProjectMeta, arms: Mapping[str, int]) -> list[int]:
@@ -321,12 +337,13 @@ def _visit_dates(tables: Tables, mapping: StudyMapping) -> dict[VisitKey, list[d
         df = tables.get(form)
         if df is None or name not in df:
             continue
-        plain = df[df["redcap_repeat_instrument"].isna()]
-        for record, event, value in zip(plain["record_id"], plain["redcap_event_name"],
-                                        plain[name], strict=True):
+        plain = df["redcap_repeat_instrument"].isna().to_numpy()
+        for record, event, value in zip(_strs(df["record_id"], plain),
+                                        _texts(df["redcap_event_name"], plain),
+                                        df[name].to_numpy(dtype=object)[plain].tolist(),
+                                        strict=True):
             if not _missing(value):
-                key = (str(record), None if pd.isna(event) else str(event))
-                out.setdefault(key, []).append(_as_date(value))
+                out.setdefault((record, event), []).append(_as_date(value))
     return out
 
 
