@@ -40,9 +40,9 @@ dagster: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# 1,000 and 10,000 participants; ~20 min on 2 cores (benchmarks/RESULTS.md).
+# 1,000 (3 repeats) and 10,000 participants (1); see benchmarks/RESULTS.md for the time it takes.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py --budget-min 40
+	$(BIN)/python benchmarks/run.py --budget-min 20
 
 clean:
 	rm -rf $(OUT) .pytest_cache audit-report.json

@@ -185,7 +185,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, no write")
     parser.add_argument("--sizes", default="1000,10000")
-    parser.add_argument("--reps", default="1,1", help="repeats per size, in --sizes order")
+    parser.add_argument("--reps", default="3,1", help="repeats per size, in --sizes order")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--full-only-from", type=int, default=10_000, metavar="N",
