@@ -125,7 +125,8 @@ def measure(mode: str, url: str, token: str, out_dir: Path,
         summary = pipeline.run(settings(url, token, out_dir), incremental=mode == "incremental")
         got = {"seconds": time.perf_counter() - started, "mode": summary.mode,
                "records": summary.records, "records_changed": summary.records_changed,
-               "durations": summary.durations_s}
+               "durations": summary.durations_s,
+               "fhir_seconds": summary.stages.get("fhir", {}).get("seconds")}
         if memory is not None and memory.available:
             got["peak_pss_mb_by_phase"] = {k: round(v / 1024) for k, v in
                                            memory.phase_peaks_kib.items()}

@@ -176,6 +176,8 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
                       arm_names=dict(config.arm_labels), event_labels=dict(config.event_labels),
                       allowed_identifiers=config.allowed_identifiers | settings.allowed_identifiers)
     folder = fhir_dir(out_dir)
+    seconds: dict[str, float] = {}  # where the FHIR time goes (summary.stages["fhir"])
+    clock = time.perf_counter()
     with Spool(last_success.spool_dir(out_dir)) as spool:
         study = study_fhir(result.valid, meta, ctx)
         spool.add(r for items in study.resources.values() for r in items)
@@ -210,9 +212,12 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
             return spool.write_runs((r for items in built.values() for r in items),
                                     f"b{n:06d}", tag_of)
 
+        seconds["set_up"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         with BatchPool(len(batches), build, settings.workers, name="FHIR build") as pool:
             for runs in pool.results():
                 spool.adopt(runs)
+        seconds["build"] = time.perf_counter() - clock
 
         def write(_: int) -> SpooledWrite:
             ids = spool.folder / "fhir-ids.txt"
@@ -232,7 +237,9 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
         with BatchPool(1, write, settings.workers, name="FHIR write",
                        caller_helps=False) as writer:
             yield
+            clock = time.perf_counter()
             written = writer.results()[0]
+        seconds["merge_after_body"] = time.perf_counter() - clock
     manifest = written.manifest
     summary.files_written.extend(
         [f"fhir/{kind}.ndjson" for kind in written.counts]
@@ -243,6 +250,8 @@ def fhir_alongside(result: ValidationResult, meta: ProjectMeta, mapping: StudyMa
         "bundles": len(manifest.bundles), "observations_amended": written.amended,
         # Records whose resources were built this run; the others' came from the last run.
         "records_built": len(changed), "records_reused": len(records) - len(changed),
+        # set-up, build (every process), and the wait for the merge after the caller's body
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "unsupported_branching_logic": [
             {"field": u.field, "logic": u.logic, "reason": u.reason}
             for u in study.unsupported_logic

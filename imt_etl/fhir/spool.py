@@ -14,7 +14,7 @@ import heapq
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from imt_etl.fhir.ndjson import dumps
 
@@ -84,7 +84,11 @@ class Spool:
         handles = [open(p, "rb", buffering=1 << 16) for p in self._runs.get(rtype, [])]  # noqa: SIM115
         try:
             previous = None
-            for rid, tag, line in heapq.merge(*(_lines(h) for h in handles), *extra):
+            # Whole lines are merged as bytes, split once on the way out: the same order as
+            # (id, tag, json) tuples, because ids and tags hold no byte below TAB (FHIR ids are
+            # [A-Za-z0-9.-]), and much cheaper than a tuple per line in a 200-way merge.
+            for raw in heapq.merge(*handles, *(_joined(source) for source in extra)):
+                rid, tag, line = raw.split(b"\t", 2)
                 if rid == previous:
                     raise ValueError(f"duplicate resource id {rtype}/{rid.decode()}")
                 previous = rid
@@ -103,7 +107,6 @@ class Spool:
         self.close()
 
 
-def _lines(handle: BinaryIO) -> Iterator[tuple[bytes, bytes, bytes]]:
-    for raw in handle:
-        rid, tag, line = raw.split(b"\t", 2)
-        yield rid, tag, line
+def _joined(source: Iterable[tuple[bytes, bytes, bytes]]) -> Iterator[bytes]:
+    for rid, tag, line in source:
+        yield rid + b"\t" + tag + b"\t" + line
