@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # 1,000 (3 repeats) and 10,000 participants (1); see benchmarks/RESULTS.md for the time it takes.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py --budget-min 20
+	$(BIN)/python benchmarks/run.py --budget-min 40
 
 clean:
 	rm -rf $(OUT) .pytest_cache audit-report.json
