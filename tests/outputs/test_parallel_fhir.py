@@ -43,12 +43,21 @@ def test_workers_and_small_batches_give_the_same_bytes(small, tmp_path):
     assert sum(one_summary.stages["fhir"]["resources"].values()) > 1000
 
 
-def test_the_callers_failure_alongside_leaves_no_fhir_files(small, tmp_path):
+def test_the_callers_failure_alongside_stops_the_fhir_writer_and_is_raised(small, tmp_path):
+    """The FHIR files are merged by a forked process while the caller's body runs: a body that
+    fails stops it. Files it finished are whole (atomic writes, their next version); nothing
+    is recorded as a success, so the next run does not build on them (last_success)."""
+    import json
+    import multiprocessing
+
     result, meta, mapping = small
     summary = RunSummary(project="p", study="imt", mode="full", started_at="")
     config = OutputConfig(out_dir=tmp_path, pseudonym_key=KEY, workers=2, fhir_batch_records=3)
     with pytest.raises(RuntimeError, match="tables failed"), \
             fhir_alongside(result, meta, mapping, config, summary, RUN_TIME):
         raise RuntimeError("tables failed")
-    assert not (tmp_path / "fhir").exists() or not any((tmp_path / "fhir").rglob("*.ndjson"))
     assert "fhir" not in summary.stages
+    assert multiprocessing.active_children() == []  # the writer was stopped and reaped
+    for path in (tmp_path / "fhir").rglob("*.ndjson") if (tmp_path / "fhir").exists() else ():
+        assert all(json.loads(line) for line in path.read_text().splitlines())
+    assert not (tmp_path / "state" / "last-success" / "fhir-ids.txt").exists()
