@@ -200,6 +200,23 @@ class _VisitParts:
     derived_from: list[dict[str, str]] | None
 
 
+def _head(shared: _MeasureParts, visit: _VisitParts, effective: str | None) -> dict[str, Any]:
+    """An Observation's first elements (in the order they are serialised), before its value."""
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": ids.prefixed_id(visit.id_prefix, shared.id_tail),
+        "status": "final",
+        "category": shared.category,
+        "code": shared.code,
+        "subject": visit.subject,
+    }
+    if visit.encounter is not None:
+        resource["encounter"] = visit.encounter
+    if effective:
+        resource["effectiveDateTime"] = effective
+    return resource
+
+
 class _Builder:
     """Observations from rows of `columns`, with the shared parts made once per measure and
     per visit's form."""
@@ -236,19 +253,7 @@ class _Builder:
             own = rows if c.measure_ids[first] == parent_id else []
         else:
             own = [r for r in rows if c.measure_ids[r] == parent_id]
-        resource: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": ids.prefixed_id(visit.id_prefix, shared.id_tail),
-            "status": "final",
-            "category": shared.category,
-            "code": shared.code,
-            "subject": visit.subject,
-        }
-        if visit.encounter is not None:
-            resource["encounter"] = visit.encounter
-        effective = self._effectives[own[0] if own else first]
-        if effective:
-            resource["effectiveDateTime"] = effective
+        resource = _head(shared, visit, self._effectives[own[0] if own else first])
         if own:
             element, value = shared.value(parent, own[0], record)
             resource[element] = value
@@ -283,7 +288,6 @@ class _Builder:
         measures, measure_ids, records = c.measures, c.measure_ids, c.records
         events, instances, values, units = c.events, c.instances, c.values, c.units
         effectives, parts, visits = self._effectives, self._measures, self._visit_parts
-        prefixed_id = ids.prefixed_id
         out = []
         for lead in first.values():
             measure_id = measures[lead]
@@ -295,19 +299,7 @@ class _Builder:
             measure, record = shared.measure, records[lead]
             key = (record, events[lead], measure.instrument, instances[lead])
             visit = visits.get(key) or self._visit(*key)
-            resource: dict[str, Any] = {
-                "resourceType": "Observation",
-                "id": prefixed_id(visit.id_prefix, shared.id_tail),
-                "status": "final",
-                "category": shared.category,
-                "code": shared.code,
-                "subject": visit.subject,
-            }
-            if visit.encounter is not None:
-                resource["encounter"] = visit.encounter
-            effective = effectives[lead]
-            if effective:
-                resource["effectiveDateTime"] = effective
+            resource = _head(shared, visit, effectives[lead])
             value = values[lead]
             kind = shared.kind
             if value.__class__ is not float or value != value:  # not a float, or NaN
