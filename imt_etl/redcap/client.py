@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import redcap
 import requests
 
@@ -205,6 +206,7 @@ class RedcapClient:
         """requests response hook: turn a non-2xx status into our error before PyCap parses."""
         status = response.status_code
         if 200 <= status < 300:
+            _decode_with_orjson(response)
             return None
         if 300 <= status < 400:
             location = self._scrub(response.headers.get("Location", "?"))
@@ -412,6 +414,25 @@ class RedcapClient:
         rid_field = self.record_id_field
         ids = [rid for entry in entries if (rid := deleted_record_id(entry, rid_field))]
         return list(dict.fromkeys(ids))
+
+
+def _decode_with_orjson(response: requests.Response) -> None:
+    """Make `response.json()` (which PyCap calls) parse with orjson: an export's JSON is most
+    of the client's work, and orjson reads it in about half the time of the json module.
+
+    Anything orjson refuses (a body that is not UTF-8, say) goes to requests' own decoder, so
+    what decodes and which error a bad body raises stay as they were."""
+    fallback = response.json
+
+    def json(**kwargs: Any) -> Any:
+        if not kwargs:
+            try:
+                return orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                pass
+        return fallback(**kwargs)
+
+    response.json = json  # type: ignore[method-assign]
 
 
 def _strings(row: dict) -> dict[str, str]:

@@ -186,6 +186,17 @@ def test_export_batch_sends_records_and_returns_strings():
 
 
 @responses.activate
+@pytest.mark.parametrize("charset", ["utf-8", "latin-1"])
+def test_export_batch_decodes_accents_in_either_charset(charset):
+    """orjson reads UTF-8 bodies; a body in another charset goes to requests' decoder."""
+    responses.post(URL, json=META)
+    body = '[{"record_id": "001", "age": "\u00e9t\u00e9"}]'
+    responses.post(URL, body=body.encode(charset),
+                   content_type=f"application/json; charset={charset}")
+    assert client().export_batch(["001"]) == [{"record_id": "001", "age": "\u00e9t\u00e9"}]
+
+
+@responses.activate
 def test_export_batch_of_nothing_makes_no_call():
     assert client().export_batch([]) == []
     assert len(responses.calls) == 0
