@@ -89,7 +89,7 @@ class _WritebackFile:
         self._unsent += written
         if self._unsent >= self.WRITEBACK_BYTES:
             self._handle.flush()
-            _start_writeback(self._handle.fileno(), self._sent, self._unsent)
+            start_writeback(self._handle.fileno(), self._sent, self._unsent)
             self._sent, self._unsent = self._sent + self._unsent, 0
         return written
 
@@ -109,7 +109,7 @@ _SYNC_FILE_RANGE = _writeback_call()
 _SYNC_FILE_RANGE_WRITE = 2  # start writing the dirty pages out; do not wait (linux/fs.h)
 
 
-def _start_writeback(fd: int, offset: int, length: int) -> None:
+def start_writeback(fd: int, offset: int, length: int) -> None:
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: errors ignored
 

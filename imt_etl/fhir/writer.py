@@ -6,8 +6,8 @@ resources (tests/fhir/test_writer.py), built from the spooled lines instead of d
    mark amended Observations against the previous file, and note the ids (for the next run and
    for pass 2); previous ids that no longer occur become DELETEs;
 2. bundles: the NDJSON lines wrapped as PUT entries, `bundle_size` per file, then the DELETEs.
-At most one temp output file of this writer exists at any time (the bundle writer thread
-writes one file after the other).
+At most two temp output files of this writer exist at any time (a bundle being synced on a
+thread while the next is written, imt_etl.fhir.writer._BundleFiles).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from imt_etl.faultpoints import maybe_crash
 from imt_etl.fhir.amend import AmendStream
 from imt_etl.fhir.bundles import (
     MANIFEST,
@@ -36,7 +38,7 @@ from imt_etl.fhir.bundles import (
 from imt_etl.fhir.ndjson import _ndjson_files
 from imt_etl.fhir.reuse import PreviousFhir
 from imt_etl.fhir.spool import Spool
-from imt_etl.io import atomic_writer, write_bytes_atomic
+from imt_etl.io import atomic_writer, start_writeback, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +124,14 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
     infos: list[BundleInfo] = []
     pending: list[bytes] = []
     puts = 0
-    # One thread writes, fsyncs and renames each bundle (system calls that release the GIL)
-    # while this one assembles the next: still one file at a time, in order, and at most two
-    # bundles in memory.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-writer") as disk:
-        writing: Future[BundleInfo] | None = None
+    with _BundleFiles() as disk:
 
         def flush() -> None:
-            nonlocal writing
-            name = f"bundle-{len(infos) + (writing is not None) + 1:04d}.json"
-            job = disk.submit(_write_bundle, out_dir / name, list(pending), puts)
-            if writing is not None:
-                infos.append(writing.result())
-            writing = job
+            name = f"bundle-{len(infos) + 1:04d}.json"
+            data = b'{"entry":[' + b",".join(pending) + _BUNDLE_TAIL
+            disk.write(out_dir / name, data)
+            infos.append(BundleInfo(name, len(pending), puts, len(pending) - puts,
+                                    _sha256(data)))
             pending.clear()
 
         for entry, is_put in _entries(types, fhir_dir, id_files, deletions, base):
@@ -145,8 +142,6 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
                 puts = 0
         if pending:
             flush()
-        if writing is not None:
-            infos.append(writing.result())
     _remove_stale(out_dir, {i.file for i in infos})
     deleted: dict[str, int] = {}
     for rtype, _ in deletions:
@@ -161,10 +156,56 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
     return manifest
 
 
-def _write_bundle(path: Path, entries: list[bytes], puts: int) -> BundleInfo:
-    data = b'{"entry":[' + b",".join(entries) + _BUNDLE_TAIL
-    write_bytes_atomic(path, data)
-    return BundleInfo(path.name, len(entries), puts, len(entries) - puts, _sha256(data))
+class _BundleFiles:
+    """Atomic writes of the bundle files, one after the other, whose fsync and rename happen on
+    a thread while this one assembles the next bundle: the fsync waits for the disk, which the
+    merge need not do. The data is written (and its writeback started) here, so the thread
+    only makes system calls that release the GIL. At most two temp files exist at a time: the
+    one being synced and the one being written."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sync")
+        self._syncing: Future[None] | None = None
+
+    def write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            start_writeback(fd, 0, len(data))
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        self._wait()
+        self._syncing = self._thread.submit(_sync_and_rename, fd, Path(tmp), path)
+
+    def _wait(self) -> None:
+        if self._syncing is not None:
+            syncing, self._syncing = self._syncing, None
+            syncing.result()  # a failed sync or rename is raised here
+
+    def __enter__(self) -> _BundleFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown()
+
+
+def _sync_and_rename(fd: int, tmp: Path, path: Path) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        maybe_crash("atomic-write", path)  # crash-safety test hook, as imt_etl.io's writes
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
