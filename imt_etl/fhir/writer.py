@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -98,21 +99,27 @@ def write_spooled(
     return SpooledWrite(dict(sorted(counts.items())), manifest, len(deletions), amend.count)
 
 
-def _write_type(merged: Iterable[tuple[bytes, bytes, bytes]], rtype: str, fhir_dir: Path,
+_CHUNK = 1024  # lines handled together: one write per file per chunk, not one per line
+
+
+def _write_type(merged: Iterator[tuple[bytes, bytes, bytes]], rtype: str, fhir_dir: Path,
                 amend: AmendStream, gone: _Gone, all_ids, id_file: Path) -> int:
     count = 0
     prefix = rtype.encode() + b"\t"
     rank = type_rank(rtype)
     with atomic_writer(fhir_dir / f"{rtype}.ndjson") as ndjson, \
             open(id_file, "wb", buffering=1 << 20) as ids:
-        for rid, tag, line in merged:
+        while chunk := list(islice(merged, _CHUNK)):
+            rids = [rid for rid, _, _ in chunk]
             if rtype == "Observation":
-                line = amend(rid, line)
-            gone.seen(rank, rid)
-            ndjson.write(line)
-            ids.write(rid + b"\n")
-            all_ids.write(prefix + rid + b"\t" + tag + b"\n")
-            count += 1
+                ndjson.write(b"".join([amend(rid, line) for rid, _, line in chunk]))
+            else:
+                ndjson.write(b"".join([line for _, _, line in chunk]))
+            for rid in rids:
+                gone.seen(rank, rid)
+            ids.write(b"\n".join(rids) + b"\n")
+            all_ids.write(b"".join([prefix + rid + b"\t" + tag + b"\n" for rid, tag, _ in chunk]))
+            count += len(chunk)
     return count
 
 
@@ -126,22 +133,23 @@ def _write_bundles(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
     puts = 0
     with _BundleFiles() as disk:
 
-        def flush() -> None:
+        def flush(n: int) -> None:
+            nonlocal pending, puts
+            entries, pending = pending[:n], pending[n:]
+            in_bundle = min(n, puts)  # PUTs come before every DELETE: the first ones pending
+            puts -= in_bundle
             name = f"bundle-{len(infos) + 1:04d}.json"
-            data = b'{"entry":[' + b",".join(pending) + _BUNDLE_TAIL
+            data = b'{"entry":[' + b",".join(entries) + _BUNDLE_TAIL
             disk.write(out_dir / name, data)
-            infos.append(BundleInfo(name, len(pending), puts, len(pending) - puts,
-                                    _sha256(data)))
-            pending.clear()
+            infos.append(BundleInfo(name, n, in_bundle, n - in_bundle, _sha256(data)))
 
-        for entry, is_put in _entries(types, fhir_dir, id_files, deletions, base):
-            pending.append(entry)
-            puts += is_put
-            if len(pending) == bundle_size:
-                flush()
-                puts = 0
+        for entries, are_puts in _entries(types, fhir_dir, id_files, deletions, base):
+            pending += entries
+            puts += len(entries) if are_puts else 0
+            while len(pending) >= bundle_size:
+                flush(bundle_size)
         if pending:
-            flush()
+            flush(len(pending))
     _remove_stale(out_dir, {i.file for i in infos})
     deleted: dict[str, int] = {}
     for rtype, _ in deletions:
@@ -209,27 +217,37 @@ def _sync_and_rename(fd: int, tmp: Path, path: Path) -> None:
 
 
 def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
-             deletions: list[tuple[str, str]], base: str | None) -> Iterator[tuple[bytes, bool]]:
-    """Bundle entries as JSON bytes (keys sorted, as `ndjson.dumps` would write them)."""
+             deletions: list[tuple[str, str]], base: str | None
+             ) -> Iterator[tuple[list[bytes], bool]]:
+    """Bundle entries as JSON bytes (keys sorted, as `ndjson.dumps` would write them), a chunk
+    at a time, each with whether its entries are PUTs (else DELETEs)."""
     for rtype in types:
         # Most ids are canonical uuids: their entry head is plain bytes (nothing to escape, and
         # the fullUrl is urn:uuid:<id>, as full_url gives); any other id takes the general path.
         uuid_head = b'{"fullUrl":"urn:uuid:'
         url_head = b'","request":{"method":"PUT","url":"' + rtype.encode() + b"/"
-        with open(fhir_dir / f"{rtype}.ndjson", "rb") as lines, open(id_files[rtype], "rb") as ids:
-            for rid_line, line in zip(ids, lines, strict=True):
-                rid = rid_line[:-1]
-                if base is None and _UUID_BYTES.fullmatch(rid):
-                    yield (uuid_head + rid + url_head + rid + b'"},"resource":' + line[:-1]
-                           + b"}"), True
-                    continue
-                text = rid.decode()
-                yield (b'{"fullUrl":' + orjson.dumps(full_url(rtype, text, base))
-                       + b',"request":{"method":"PUT","url":' + orjson.dumps(f"{rtype}/{text}")
-                       + b'},"resource":' + line[:-1] + b"}"), True
-    for rtype, rid in deletions:
-        yield (b'{"request":{"method":"DELETE","url":' + orjson.dumps(f"{rtype}/{rid}")
-               + b"}}"), False
+        uuids = base is None
+        with open(fhir_dir / f"{rtype}.ndjson", "rb") as ndjson, \
+                open(id_files[rtype], "rb") as id_lines:
+            while rids := [rid[:-1] for rid in islice(id_lines, _CHUNK)]:
+                lines = list(islice(ndjson, len(rids)))
+                if len(lines) != len(rids):
+                    raise ValueError(f"{rtype}: the NDJSON file and its id list differ in length")
+                yield [uuid_head + rid + url_head + rid + b'"},"resource":' + line[:-1] + b"}"
+                       if uuids and _UUID_BYTES.fullmatch(rid) else _put(rtype, rid, line, base)
+                       for rid, line in zip(rids, lines, strict=True)], True
+            if ndjson.readline():
+                raise ValueError(f"{rtype}: the NDJSON file and its id list differ in length")
+    yield [b'{"request":{"method":"DELETE","url":' + orjson.dumps(f"{rtype}/{rid}") + b"}}"
+           for rtype, rid in deletions], False
+
+
+def _put(rtype: str, rid: bytes, line: bytes, base: str | None) -> bytes:
+    """A PUT entry of any id (escaped as JSON) and fullUrl base."""
+    text = rid.decode()
+    return (b'{"fullUrl":' + orjson.dumps(full_url(rtype, text, base))
+            + b',"request":{"method":"PUT","url":' + orjson.dumps(f"{rtype}/{text}")
+            + b'},"resource":' + line[:-1] + b"}")
 
 
 class _Gone:
