@@ -9,6 +9,7 @@ later runs, so re-running unchanged data still rewrites identical files.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +71,33 @@ class AmendStream:
         self._path = path
         self._lines = iter(path.open("rb")) if path.exists() else iter(())
         self._number = 0
+        self._pushed_back: list[bytes] = []  # lines read ahead by `chunk`, last first
         self._line: bytes | None = None
         self._resource: dict[str, Any] | None = None
         self._next()
 
     def _next(self) -> None:
         self._resource = None
-        for line in self._lines:
+        while self._pushed_back or (line := next(self._lines, None)) is not None:
+            if self._pushed_back:
+                line = self._pushed_back.pop()
             self._number += 1
             if line.strip():
                 self._line = line if line.endswith(b"\n") else line + b"\n"
                 return
         self._line = None
+
+    def chunk(self, rids: list[bytes], lines: list[bytes]) -> list[bytes]:
+        """`self(rid, line)` for each; a run of lines equal to the previous file's next ones
+        (unchanged Observations, nearly all of an incremental sync's) is compared at once."""
+        if lines and not self._pushed_back and self._line == lines[0]:
+            ahead = list(islice(self._lines, len(lines) - 1))
+            if ahead == lines[1:]:
+                self._number += len(ahead)
+                self._next()
+                return lines
+            self._pushed_back = ahead[::-1]
+        return [self(rid, line) for rid, line in zip(rids, lines, strict=True)]
 
     def _parsed(self) -> dict[str, Any]:
         if self._resource is None:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from itertools import takewhile
+from itertools import islice, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -182,19 +182,27 @@ class PreviousFhir:
         tags.discard(NO_TAG)
         return tags, starts
 
-    def lines(self, rtype: str, keep: set[bytes]) -> Iterator[tuple[bytes, bytes, bytes]]:
-        """(id, fingerprint, line) of the type's resources whose fingerprint is in `keep`, in id
-        order: the ids file lists each type's ids in the order of its NDJSON lines."""
+    def lines(self, rtype: str, keep: set[bytes]) -> Iterator[bytes]:
+        """`<id>\t<fingerprint>\t<json>` lines (a spool run's format, imt_etl.fhir.spool) of
+        the type's resources whose fingerprint is in `keep`, in id order: the ids file lists
+        each type's ids in the order of its NDJSON lines. Read 1,024 lines at a time."""
         if rtype not in self.types or not keep:
             return
         start = self._index[1].get(rtype.encode(), 0)
         prefix = rtype.encode() + b"\t"
+        skip = len(prefix)
         with self.ids_file.open("rb") as ids, \
                 (self.fhir_dir / f"{rtype}.ndjson").open("rb") as ndjson:
             # Types are contiguous (bundle order): start at this one, stop after it.
             ids.seek(start)
             mine = takewhile(lambda line: line.startswith(prefix), ids)
-            for id_line, line in zip(mine, ndjson, strict=True):
-                _, rid, tag = id_line.rstrip(b"\n").split(b"\t")
-                if tag in keep:
-                    yield rid, tag, line
+            while id_lines := list(islice(mine, 1024)):
+                lines = list(islice(ndjson, len(id_lines)))
+                if len(lines) != len(id_lines):
+                    raise ValueError(f"{self.ids_file}: more {rtype} ids than NDJSON lines")
+                # "<Type>\t<id>\t<tag>\n": the tag is what follows the last TAB
+                yield from [id_line[skip:-1] + b"\t" + line
+                            for id_line, line in zip(id_lines, lines, strict=True)
+                            if id_line[id_line.rindex(b"\t") + 1:-1] in keep]
+            if ndjson.readline():
+                raise ValueError(f"{self.ids_file}: fewer {rtype} ids than NDJSON lines")

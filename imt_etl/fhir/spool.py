@@ -74,10 +74,11 @@ class Spool:
     def types(self) -> list[str]:
         return sorted(self._runs)
 
-    def merged(self, rtype: str, extra: Iterable[Iterator[tuple[bytes, bytes, bytes]]] = ()
+    def merged(self, rtype: str, extra: Iterable[Iterator[bytes]] = ()
                ) -> Iterator[tuple[bytes, bytes, bytes]]:
         """(id, batch tag, line ending in LF) of every resource of a type, ascending id; `extra`
-        adds sources already in id order (the lines a run reuses from the previous one).
+        adds sources of `<id>\t<tag>\t<json>` lines already in id order (the lines a run
+        reuses from the previous one).
 
         The same id in two batches is a builder bug (it would overwrite data on the server).
         """
@@ -87,7 +88,7 @@ class Spool:
             # Whole lines are merged as bytes, split once on the way out: the same order as
             # (id, tag, json) tuples, because ids and tags hold no byte below TAB (FHIR ids are
             # [A-Za-z0-9.-]), and much cheaper than a tuple per line in a 200-way merge.
-            for raw in heapq.merge(*handles, *(_joined(source) for source in extra)):
+            for raw in heapq.merge(*handles, *extra):
                 rid, tag, line = raw.split(b"\t", 2)
                 if rid == previous:
                     raise ValueError(f"duplicate resource id {rtype}/{rid.decode()}")
@@ -106,7 +107,3 @@ class Spool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _joined(source: Iterable[tuple[bytes, bytes, bytes]]) -> Iterator[bytes]:
-    for rid, tag, line in source:
-        yield rid + b"\t" + tag + b"\t" + line

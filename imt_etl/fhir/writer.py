@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import tempfile
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,12 +112,11 @@ def _write_type(merged: Iterator[tuple[bytes, bytes, bytes]], rtype: str, fhir_d
             open(id_file, "wb", buffering=1 << 20) as ids:
         while chunk := list(islice(merged, _CHUNK)):
             rids = [rid for rid, _, _ in chunk]
+            lines = [line for _, _, line in chunk]
             if rtype == "Observation":
-                ndjson.write(b"".join([amend(rid, line) for rid, _, line in chunk]))
-            else:
-                ndjson.write(b"".join([line for _, _, line in chunk]))
-            for rid in rids:
-                gone.seen(rank, rid)
+                lines = amend.chunk(rids, lines)
+            ndjson.write(b"".join(lines))
+            gone.seen(rank, rids)
             ids.write(b"\n".join(rids) + b"\n")
             all_ids.write(b"".join([prefix + rid + b"\t" + tag + b"\n" for rid, tag, _ in chunk]))
             count += len(chunk)
@@ -255,24 +255,37 @@ class _Gone:
 
     def __init__(self, previous: Iterable[tuple[str, str]]):
         self._previous = iter(previous)
-        self._next = self._advance()
+        self._ahead: list[tuple[tuple[int, str], bytes, tuple[str, str]]] = []  # read, unmatched
+        self._ranks: dict[str, tuple[int, str]] = {}
         self._gone: list[tuple[str, str]] = []
 
-    def _advance(self) -> tuple[tuple[int, str], bytes, tuple[str, str]] | None:
-        item = next(self._previous, None)
-        return None if item is None else (type_rank(item[0]), item[1].encode(), item)
+    def _read_ahead(self) -> bool:
+        ranks = self._ranks
+        self._ahead = [(ranks.get(t) or ranks.setdefault(t, type_rank(t)), i.encode(), (t, i))
+                       for t, i in islice(self._previous, _CHUNK)]
+        return bool(self._ahead)
 
-    def seen(self, rank: tuple[int, str], rid: bytes) -> None:
-        while self._next is not None and (self._next[0], self._next[1]) < (rank, rid):
-            self._gone.append(self._next[2])
-            self._next = self._advance()
-        if self._next is not None and self._next[0] == rank and self._next[1] == rid:
-            self._next = self._advance()
+    def seen(self, rank: tuple[int, str], rids: list[bytes]) -> None:
+        """This run's next ids of one type, ascending (after every id seen before). A previous
+        id up to the last of them is gone unless it is one of them."""
+        if not rids:
+            return
+        bound = (rank, rids[-1])
+        window = []
+        while self._ahead or self._read_ahead():
+            cut = bisect_right(self._ahead, bound, key=lambda e: (e[0], e[1]))
+            window += self._ahead[:cut]
+            del self._ahead[:cut]
+            if self._ahead:  # the rest is past the bound
+                break
+        if window:
+            present = set(rids)
+            self._gone += [item for r, rid, item in window if r != rank or rid not in present]
 
     def finish(self) -> list[tuple[str, str]]:
-        while self._next is not None:
-            self._gone.append(self._next[2])
-            self._next = self._advance()
+        while self._ahead or self._read_ahead():
+            self._gone += [item for _, _, item in self._ahead]
+            self._ahead = []
         # DELETEs: referrers first (reverse type order), ids ascending (as bundles.plan_entries)
         gone = sorted(set(self._gone), key=lambda d: d[1])
         gone.sort(key=lambda d: type_rank(d[0]), reverse=True)

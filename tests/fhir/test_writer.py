@@ -43,7 +43,10 @@ def test_same_bytes_as_the_whole_list_writers(tmp_path, bundle_size):
     assert written.counts == {k: len(v) for k, v in read_ids(expected).items()}
 
 
-def test_deletions_and_stale_files_match(tmp_path):
+@pytest.mark.parametrize("chunk", [1024, 2, 1])
+def test_deletions_and_stale_files_match(tmp_path, monkeypatch, chunk):
+    # The writer handles ids a chunk at a time: small chunks put every boundary to the test.
+    monkeypatch.setattr("imt_etl.fhir.writer._CHUNK", chunk)
     first = study_resources(records=5, observations=3)
     second = study_resources(records=3, observations=2)  # records 4-5 and some obs vanish
     previous = read_ids_after(first, tmp_path / "prev")
@@ -99,3 +102,20 @@ def test_amend_stream_agrees_with_mark_amended(tmp_path):
     count = mark_amended(expected, previous_observations(tmp_path))
     assert stream.count == count == 2
     assert [orjson.loads(line) for line in lines] == expected
+
+
+@pytest.mark.parametrize("size", [1, 3, 1024])
+def test_amend_stream_chunks_agree_with_one_line_at_a_time(tmp_path, size):
+    before = [_obs(f"o{i:05d}", i) for i in range(0, 3000, 1)]
+    (tmp_path / "Observation.ndjson").write_bytes(
+        b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in before))
+    current = [_obs(r["id"], r["valueQuantity"]["value"] + (i % 700 == 5)) for i, r in
+               enumerate(before) if i % 997 != 1] + [_obs("p00000", 1)]
+    rids = [r["id"].encode() for r in current]
+    lines = [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in current]
+    one = AmendStream(tmp_path / "Observation.ndjson")
+    expected = [one(rid, line) for rid, line in zip(rids, lines, strict=True)]
+    chunked = AmendStream(tmp_path / "Observation.ndjson")
+    got = [line for start in range(0, len(lines), size)
+           for line in chunked.chunk(rids[start:start + size], lines[start:start + size])]
+    assert got == expected and chunked.count == one.count == 5
