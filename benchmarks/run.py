@@ -87,8 +87,10 @@ def bench_size(n: int, reps: int, workdir: Path, runner=None, *, extras: bool = 
             log.info("n=%d rep %d: full %.1f s, baseline %.1f s", n, rep,
                      full[-1]["seconds"], baseline[-1]["seconds"])
         result["full"], result["baseline"] = full, baseline
+        result["disk_mb"] = disk_needed_mb(workdir / f"n{n}-full-{reps - 1}")
         if not extras:
             result["summary"] = summarise(result)
+            _clean(workdir, n)
             return result
         incremental = []
         for _ in range(reps):
@@ -99,7 +101,22 @@ def bench_size(n: int, reps: int, workdir: Path, runner=None, *, extras: bool = 
         result["incremental"] = incremental
         result["stages"] = run_child("stages", emulator.url, token, workdir / f"n{n}-stages")
     result["summary"] = summarise(result)
+    _clean(workdir, n)
     return result
+
+
+def disk_needed_mb(out_dir: Path) -> float:
+    """What a full sync's output folder needs on disk at its peak: the files it ends with plus
+    the FHIR spool, which holds about the NDJSON's bytes again until the merge ends."""
+    files = [p for p in Path(out_dir).rglob("*") if p.is_file()]
+    ndjson = sum(p.stat().st_size for p in files if p.suffix == ".ndjson")
+    return (sum(p.stat().st_size for p in files) + ndjson) / 1e6
+
+
+def _clean(workdir: Path, n: int) -> None:
+    """A size's output folders are not needed once it is measured (10,000 needs the room)."""
+    for folder in workdir.glob(f"n{n}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def summarise(result: dict) -> dict[str, float]:
@@ -141,12 +158,14 @@ def available_mb() -> float | None:
     return int(meminfo.read_text().split("MemAvailable:")[1].split()[0]) / 1024
 
 
-def too_big(n: int, done: list[dict], runs: int = 4, budget_min: float = BUDGET_MIN
-            ) -> str | None:
+def too_big(n: int, done: list[dict], runs: int = 4, budget_min: float = BUDGET_MIN,
+            workdir: Path | None = None) -> str | None:
     """Why size `n` cannot run here, projected linearly from the largest size already measured.
 
     A full sync holds every row and resource in memory (see RESULTS.md), so its peak RSS grows
-    with the project; a run that would exhaust memory would be killed, not measured.
+    with the project; a run that would exhaust memory would be killed, not measured. Its output
+    and FHIR spool grow too (~2.2 GB per 1,000 participants): a size that would fill the disk
+    of `workdir` would fail at its end.
     """
     if not done:
         return None
@@ -158,6 +177,12 @@ def too_big(n: int, done: list[dict], runs: int = 4, budget_min: float = BUDGET_
         return (f"projected peak RSS {peak / 1024:.1f} GiB ({last['summary']['peak_rss_mb']:.0f} "
                 f"MB at {last['participants']:,} x {scale:.0f}) exceeds 80 % of the "
                 f"{free / 1024:.1f} GiB available")
+    disk_mb = last.get("disk_mb")
+    room = shutil.disk_usage(workdir).free / 1e6 if workdir is not None else None
+    if disk_mb is not None and room is not None and disk_mb * scale > 0.9 * room:
+        return (f"projected {disk_mb * scale / 1000:.1f} GB of output and FHIR spool "
+                f"({disk_mb:.0f} MB at {last['participants']:,} x {scale:.0f}) exceeds 90 % of "
+                f"the {room / 1000:.1f} GB free in {workdir}")
     full_s = last["summary"]["full_s"]
     minutes = full_s * scale * runs / 60  # full, baseline (+ incremental, stages)
     if minutes > budget_min:
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for n, r in zip(sizes, reps, strict=True):
             extras = n < args.full_only_from
-            reason = too_big(n, results, 4 if extras else 2, args.budget_min)
+            reason = too_big(n, results, 4 if extras else 2, args.budget_min, workdir)
             if reason:
                 log.warning("n=%d not run: %s", n, reason)
                 skipped.append({"participants": n, "reason": reason})

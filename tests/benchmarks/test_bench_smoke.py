@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -81,6 +82,21 @@ def test_too_big_projects_from_the_largest_size_done():
     done = [{"participants": 1000, "summary": {"peak_rss_mb": 1.0, "full_s": 60.0}}]
     assert run.too_big(10_000, done, runs=2, budget_min=30) is None  # 20 min projected
     assert "exceeds the 12 min budget" in run.too_big(10_000, done, runs=2, budget_min=12)
+
+
+def test_too_big_projects_the_disk_a_size_needs(tmp_path):
+    free_mb = shutil.disk_usage(tmp_path).free / 1e6
+    done = [{"participants": 1000, "disk_mb": free_mb / 5,
+             "summary": {"peak_rss_mb": 1.0, "full_s": 1.0}}]
+    assert run.too_big(2000, done, workdir=tmp_path) is None
+    assert "GB of output and FHIR spool" in run.too_big(10_000, done, workdir=tmp_path)
+
+
+def test_disk_needed_counts_the_spool_as_the_ndjson_again(tmp_path):
+    (tmp_path / "fhir").mkdir()
+    (tmp_path / "fhir" / "Patient.ndjson").write_bytes(b"x" * 1_000_000)
+    (tmp_path / "table.parquet").write_bytes(b"y" * 500_000)
+    assert run.disk_needed_mb(tmp_path) == 2.5
 
 
 @pytest.mark.skipif(not child.MemorySampler().available, reason="needs /proc smaps_rollup")
