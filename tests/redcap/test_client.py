@@ -14,6 +14,7 @@ import responses
 from imt_etl.errors import ConfigError, RedcapAuthError, RedcapError
 from imt_etl.redcap.client import (
     RedcapClient,
+    _decode_with_orjson,
     deleted_record_id,
     parse_retry_after,
     server_error_text,
@@ -194,6 +195,24 @@ def test_export_batch_decodes_accents_in_either_charset(charset):
     responses.post(URL, body=body.encode(charset),
                    content_type=f"application/json; charset={charset}")
     assert client().export_batch(["001"]) == [{"record_id": "001", "age": "\u00e9t\u00e9"}]
+
+
+def test_a_fast_json_response_is_freed_without_the_garbage_collector():
+    """An export's body must go when its batch is done, not wait for a (rare) collection."""
+    import gc
+    import weakref
+
+    response = requests.Response()
+    response.status_code, response._content = 200, b'[{"a": "1"}]'
+    _decode_with_orjson(response)
+    assert response.json() == [{"a": "1"}]
+    freed = weakref.ref(response)
+    gc.disable()
+    try:
+        del response
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 @responses.activate
