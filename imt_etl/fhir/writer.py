@@ -6,8 +6,8 @@ resources (tests/fhir/test_writer.py), built from the spooled lines instead of d
    mark amended Observations against the previous file, and note the ids (for the next run and
    for pass 2); previous ids that no longer occur become DELETEs;
 2. bundles: the NDJSON lines wrapped as PUT entries, `bundle_size` per file, then the DELETEs.
-At most two temp output files of this writer exist at any time (a bundle being synced on a
-thread while the next is written, imt_etl.fhir.writer._BundleFiles).
+At most one temp output file of this writer exists at any time (a bundle is synced and renamed
+on a thread while the next is assembled, `_BundleFiles`).
 """
 
 from __future__ import annotations
@@ -168,14 +168,15 @@ class _BundleFiles:
     """Atomic writes of the bundle files, one after the other, whose fsync and rename happen on
     a thread while this one assembles the next bundle: the fsync waits for the disk, which the
     merge need not do. The data is written (and its writeback started) here, so the thread
-    only makes system calls that release the GIL. At most two temp files exist at a time: the
-    one being synced and the one being written."""
+    only makes system calls that release the GIL. One temp file at a time: a bundle's is
+    created once the one before is renamed."""
 
     def __init__(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sync")
         self._syncing: Future[None] | None = None
 
     def write(self, path: Path, data: bytes) -> None:
+        self._wait()  # the previous file is renamed before this one's temp file exists
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             view = memoryview(data)
@@ -186,7 +187,6 @@ class _BundleFiles:
             os.close(fd)
             os.unlink(tmp)
             raise
-        self._wait()
         self._syncing = self._thread.submit(_sync_and_rename, fd, Path(tmp), path)
 
     def _wait(self) -> None:
