@@ -11,6 +11,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,48 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: errors ignored
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """Data written to a temp file beside `path`, not yet synced nor renamed (`stage_bytes`):
+    `commit()`, from any thread, makes it `path` atomically. Split in two so that a writer of
+    many files can sync one on a thread while it prepares the next."""
+
+    fd: int
+    tmp: Path
+    path: Path
+
+    def commit(self) -> Path:
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+        try:
+            maybe_crash("atomic-write", self.path)  # the same hook as every atomic write
+            os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+
+def stage_bytes(path: Path, data: bytes) -> StagedFile:
+    """`data` in a new temp file beside `path`, its writeback started; see `StagedFile`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        start_writeback(fd, 0, len(data))
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return StagedFile(fd, Path(tmp), path)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return stage_bytes(path, data).commit()
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class BundleManifest:
         return sum(b.entries for b in self.bundles)
 
 
+@cache  # a handful of types, asked once per resource id by the writers
 def type_rank(rtype: str) -> tuple[int, str]:
     """Sort key putting types in dependency order (TYPE_ORDER first, then the rest by name)."""
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import orjson
 
-from imt_etl.faultpoints import maybe_crash
 from imt_etl.fhir.amend import AmendStream
 from imt_etl.fhir.bundles import (
     MANIFEST,
@@ -40,7 +38,7 @@ from imt_etl.fhir.bundles import (
 from imt_etl.fhir.ndjson import _ndjson_files
 from imt_etl.fhir.reuse import PreviousFhir
 from imt_etl.fhir.spool import Spool
-from imt_etl.io import atomic_writer, start_writeback, write_bytes_atomic
+from imt_etl.io import atomic_writer, stage_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -173,21 +171,11 @@ class _BundleFiles:
 
     def __init__(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sync")
-        self._syncing: Future[None] | None = None
+        self._syncing: Future[Path] | None = None
 
     def write(self, path: Path, data: bytes) -> None:
         self._wait()  # the previous file is renamed before this one's temp file exists
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            start_writeback(fd, 0, len(data))
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        self._syncing = self._thread.submit(_sync_and_rename, fd, Path(tmp), path)
+        self._syncing = self._thread.submit(stage_bytes(path, data).commit)
 
     def _wait(self) -> None:
         if self._syncing is not None:
@@ -202,18 +190,6 @@ class _BundleFiles:
             self._wait()
         finally:
             self._thread.shutdown()
-
-
-def _sync_and_rename(fd: int, tmp: Path, path: Path) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        maybe_crash("atomic-write", path)  # crash-safety test hook, as imt_etl.io's writes
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _entries(types: list[str], fhir_dir: Path, id_files: dict[str, Path],
@@ -256,12 +232,10 @@ class _Gone:
     def __init__(self, previous: Iterable[tuple[str, str]]):
         self._previous = iter(previous)
         self._ahead: list[tuple[tuple[int, str], bytes, tuple[str, str]]] = []  # read, unmatched
-        self._ranks: dict[str, tuple[int, str]] = {}
         self._gone: list[tuple[str, str]] = []
 
     def _read_ahead(self) -> bool:
-        ranks = self._ranks
-        self._ahead = [(ranks.get(t) or ranks.setdefault(t, type_rank(t)), i.encode(), (t, i))
+        self._ahead = [(type_rank(t), i.encode(), (t, i))
                        for t, i in islice(self._previous, _CHUNK)]
         return bool(self._ahead)
 
